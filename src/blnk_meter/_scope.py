@@ -1,0 +1,311 @@
+"""Customer scopes: who pays for the OpenAI calls made in a block of code.
+
+A scope lives in a context variable, so it follows the code through nested
+calls, ``asyncio`` tasks (which copy the context when created) and
+``contextvars.copy_context().run``. The innermost scope wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from .errors import InvalidCustomerError
+
+if TYPE_CHECKING:
+    from ._meter import Meter
+
+__all__ = ["CustomerSpec", "Scope", "current_scope", "metered", "validate_customer"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CustomerSpec = str | int | Callable[..., str | int | None] | None
+"""A customer id, or a callable that receives the decorated function's
+arguments and returns the customer id (``None`` means "use the enclosing
+scope")."""
+
+_CUSTOMER_PATTERN = re.compile(r"[A-Za-z0-9._@+\-]{1,128}")
+
+_current: ContextVar[Scope | None] = ContextVar("blnk_meter_scope", default=None)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The billing context of the code running now.
+
+    Attributes:
+        customer: the customer id that pays, or ``None`` when the scope only
+            adds metadata or picks a meter.
+        meter: the meter that bills calls in this scope; ``None`` means the
+            enclosing scope's meter, or the default meter.
+        metadata: extra ``meta_data`` entries for the postings of this scope.
+    """
+
+    customer: str | None
+    meter: Meter | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def current_scope() -> Scope | None:
+    """Return the innermost active scope, or ``None`` outside any scope."""
+    return _current.get()
+
+
+def validate_customer(customer: object) -> str:
+    """Check a customer id and return it as a string.
+
+    Customer ids appear in ledger references and wallet indicators, so they
+    are limited to 1-128 letters, digits and ``. _ @ + -``. Integers are
+    accepted and converted.
+
+    Raises:
+        InvalidCustomerError: the id is empty, too long, not a string or an
+            integer, or contains other characters such as whitespace.
+    """
+    if isinstance(customer, int) and not isinstance(customer, bool):
+        customer = str(customer)
+    if not isinstance(customer, str):
+        raise InvalidCustomerError(
+            f"customer id {customer!r} is a {type(customer).__name__}; "
+            "pass a string or an integer such as your database key"
+        )
+    if not _CUSTOMER_PATTERN.fullmatch(customer):
+        raise InvalidCustomerError(
+            f"invalid customer id {customer!r}: use 1-128 letters, digits or "
+            "'. _ @ + -' (no spaces), for example your database key"
+        )
+    return customer
+
+
+def _merge(outer: Scope | None, inner: Scope) -> Scope:
+    """Combine a new scope with the enclosing one: inner values win."""
+    if outer is None:
+        return inner
+    return Scope(
+        customer=inner.customer if inner.customer is not None else outer.customer,
+        meter=inner.meter if inner.meter is not None else outer.meter,
+        metadata={**outer.metadata, **inner.metadata},
+    )
+
+
+class metered:
+    """Bill the OpenAI calls made inside a function or block to one customer.
+
+    Use it as a decorator on functions, coroutines, generators, async
+    generators and methods, or as a context manager::
+
+        @metered(customer=lambda user, question: user.id)
+        def answer(user, question): ...
+
+        with metered(customer="acme"):
+            client.responses.create(...)
+
+    Args:
+        customer: the customer id; or a callable that receives the decorated
+            function's arguments and returns the id (``None`` falls back to
+            the enclosing scope); or ``None`` to keep the enclosing customer.
+        meter: the meter that bills calls in this scope; defaults to the
+            enclosing scope's meter, then to the default meter.
+        metadata: extra string entries copied into the ``meta_data`` of every
+            posting made in this scope.
+
+    Raises:
+        InvalidCustomerError: when the scope is entered with an invalid id.
+    """
+
+    def __init__(
+        self,
+        customer: CustomerSpec = None,
+        *,
+        meter: Meter | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        if customer is not None and not callable(customer):
+            customer = validate_customer(customer)
+        self._customer = customer
+        self._meter = meter
+        self._metadata = _check_metadata(metadata or {})
+        # Tokens live in a context variable so one instance can be entered by
+        # concurrent tasks or threads without their exits crossing.
+        self._tokens: ContextVar[tuple[Token[Scope | None], ...]] = ContextVar(
+            "blnk_meter_metered_tokens", default=()
+        )
+
+    def __repr__(self) -> str:
+        return f"metered(customer={self._customer!r})"
+
+    def _scope_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Scope:
+        customer = self._customer
+        if callable(customer):
+            resolved = customer(*args, **kwargs)
+            customer = None if resolved is None else validate_customer(resolved)
+        return _merge(
+            _current.get(),
+            Scope(customer=customer, meter=self._meter, metadata=self._metadata),
+        )
+
+    # Context manager -----------------------------------------------------
+
+    def __enter__(self) -> Scope:
+        if callable(self._customer):
+            raise TypeError(
+                "metered(customer=<callable>) can only decorate a function; "
+                "as a context manager pass the customer id itself"
+            )
+        scope = self._scope_for((), {})
+        self._tokens.set((*self._tokens.get(), _current.set(scope)))
+        return scope
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        *outer, token = self._tokens.get()
+        self._tokens.set(tuple(outer))
+        _current.reset(token)
+
+    async def __aenter__(self) -> Scope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+    # Decorator -----------------------------------------------------------
+
+    def __call__(self, func: F) -> F:
+        if inspect.isasyncgenfunction(func):
+            return cast(F, self._wrap_async_generator(func))
+        if inspect.isgeneratorfunction(func):
+            return cast(F, self._wrap_generator(func))
+        if inspect.iscoroutinefunction(func):
+            return cast(F, self._wrap_coroutine(func))
+        if not callable(func):
+            raise TypeError(f"metered() decorates callables, not {func!r}")
+        return cast(F, self._wrap_function(func))
+
+    def _wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _current.set(self._scope_for(args, kwargs))
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _current.reset(token)
+
+        return wrapper
+
+    def _wrap_coroutine(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _current.set(self._scope_for(args, kwargs))
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                _current.reset(token)
+
+        return wrapper
+
+    def _wrap_generator(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            scope = self._scope_for(args, kwargs)
+            return _scoped_generator(func(*args, **kwargs), scope)
+
+        return wrapper
+
+    def _wrap_async_generator(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            scope = self._scope_for(args, kwargs)
+            return _scoped_async_generator(func(*args, **kwargs), scope)
+
+        return wrapper
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    checked: dict[str, str] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+            raise ValueError(
+                f"invalid metadata key {key!r}: start with a letter and use "
+                "letters, digits and underscores, so ledger filters can query it"
+            )
+        if not isinstance(value, str):
+            raise TypeError(f"metadata value for {key!r} is {value!r}; pass a string")
+        checked[key] = value
+    return checked
+
+
+def _scoped_generator(
+    gen: Generator[Any, Any, Any], scope: Scope
+) -> Generator[Any, Any, Any]:
+    """Run each step of ``gen`` inside ``scope``, whoever iterates it."""
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        token = _current.set(scope)
+        try:
+            if to_throw is not None:
+                item = gen.throw(to_throw)
+            else:
+                item = gen.send(to_send)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            _current.reset(token)
+        to_send, to_throw = None, None
+        try:
+            to_send = yield item
+        except GeneratorExit:
+            token = _current.set(scope)
+            try:
+                gen.close()
+            finally:
+                _current.reset(token)
+            raise
+        except BaseException as exc:  # delivered into the wrapped generator
+            to_throw = exc
+
+
+async def _scoped_async_generator(
+    agen: AsyncGenerator[Any, Any], scope: Scope
+) -> AsyncGenerator[Any, Any]:
+    """Run each step of ``agen`` inside ``scope``, whoever iterates it."""
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        token = _current.set(scope)
+        try:
+            if to_throw is not None:
+                item = await agen.athrow(to_throw)
+            else:
+                item = await agen.asend(to_send)
+        except StopAsyncIteration:
+            return
+        finally:
+            _current.reset(token)
+        to_send, to_throw = None, None
+        try:
+            to_send = yield item
+        except GeneratorExit:
+            token = _current.set(scope)
+            try:
+                await agen.aclose()
+            finally:
+                _current.reset(token)
+            raise
+        except BaseException as exc:  # delivered into the wrapped generator
+            to_throw = exc

@@ -1,0 +1,297 @@
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from blnk_meter import errors
+from blnk_meter._scope import current_scope, metered, validate_customer
+
+
+def customer_now() -> str | None:
+    scope = current_scope()
+    return scope.customer if scope is not None else None
+
+
+def test_scope_absent_outside_metered() -> None:
+    assert current_scope() is None
+
+
+def test_decorator_sets_customer_value() -> None:
+    @metered(customer="acme")
+    def work() -> str | None:
+        return customer_now()
+
+    assert work() == "acme"
+    assert customer_now() is None
+
+
+def test_decorator_customer_from_arguments() -> None:
+    @metered(customer=lambda user_id, question: user_id)
+    def answer(user_id: str, question: str) -> str | None:
+        return customer_now()
+
+    assert answer("cust_1", "hi") == "cust_1"
+    assert answer(user_id="cust_2", question="hi") == "cust_2"
+
+
+def test_decorator_integer_customer_becomes_string() -> None:
+    @metered(customer=lambda account: account)
+    def work(account: int) -> str | None:
+        return customer_now()
+
+    assert work(42) == "42"
+
+
+def test_callable_returning_none_keeps_enclosing() -> None:
+    @metered(customer=lambda user: user)
+    def inner(user: str | None) -> str | None:
+        return customer_now()
+
+    with metered(customer="outer"):
+        assert inner(None) == "outer"
+        assert inner("inner") == "inner"
+
+
+def test_nested_scopes_innermost_wins() -> None:
+    seen: list[str | None] = []
+
+    @metered(customer="inner")
+    def inner() -> None:
+        seen.append(customer_now())
+
+    @metered(customer="outer")
+    def outer() -> None:
+        seen.append(customer_now())
+        inner()
+        seen.append(customer_now())
+
+    outer()
+    assert seen == ["outer", "inner", "outer"]
+
+
+def test_scope_without_customer_keeps_enclosing() -> None:
+    with metered(customer="acme"), metered(metadata={"feature": "search"}) as scope:
+        assert scope.customer == "acme"
+        assert scope.metadata == {"feature": "search"}
+
+
+def test_metadata_merges_with_enclosing() -> None:
+    with (
+        metered(customer="a", metadata={"feature": "x", "team": "t"}),
+        metered(metadata={"feature": "y"}) as scope,
+    ):
+        assert scope.metadata == {"feature": "y", "team": "t"}
+
+
+def test_method_customer_from_self() -> None:
+    class Agent:
+        def __init__(self, customer: str) -> None:
+            self.customer = customer
+
+        @metered(customer=lambda self, prompt: self.customer)
+        def run(self, prompt: str) -> str | None:
+            return customer_now()
+
+    assert Agent("acme").run("go") == "acme"
+    assert Agent("globex").run("go") == "globex"
+
+
+def test_context_manager_restores_on_error() -> None:
+    with pytest.raises(RuntimeError), metered(customer="acme"):
+        raise RuntimeError("boom")
+    assert current_scope() is None
+
+
+def test_context_manager_rejects_callable_customer() -> None:
+    with (
+        pytest.raises(TypeError, match="decorate a function"),
+        metered(customer=lambda: "x"),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    "customer",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("John Smith", id="space"),
+        pytest.param("a" * 129, id="too-long"),
+        pytest.param("a/b", id="slash"),
+        pytest.param(True, id="bool"),
+        pytest.param(1.5, id="float"),
+    ],
+)
+def test_invalid_customer_rejected(customer: Any) -> None:
+    with pytest.raises(errors.InvalidCustomerError):
+        validate_customer(customer)
+
+
+def test_invalid_customer_from_callable_raises_at_call() -> None:
+    @metered(customer=lambda name: name)
+    def work(name: str) -> None:
+        raise AssertionError("must not run")
+
+    with pytest.raises(errors.InvalidCustomerError, match="'bad id'"):
+        work("bad id")
+
+
+def test_valid_customer_ids_accepted() -> None:
+    for customer in ["acme", "cust_42", "a.b@example.com", "user+tag", "9f1c-77"]:
+        assert validate_customer(customer) == customer
+
+
+async def test_async_function_scope() -> None:
+    @metered(customer="acme")
+    async def work() -> str | None:
+        await asyncio.sleep(0)
+        return customer_now()
+
+    assert await work() == "acme"
+    assert customer_now() is None
+
+
+async def test_scope_propagates_to_tasks() -> None:
+    async def child() -> str | None:
+        await asyncio.sleep(0)
+        return customer_now()
+
+    @metered(customer="acme")
+    async def parent() -> list[str | None]:
+        tasks = [asyncio.create_task(child()) for _ in range(3)]
+        return list(await asyncio.gather(*tasks))
+
+    assert await parent() == ["acme", "acme", "acme"]
+
+
+async def test_concurrent_tasks_keep_own_customers() -> None:
+    @metered(customer=lambda name: name)
+    async def work(name: str) -> list[str | None]:
+        seen = []
+        for _ in range(5):
+            await asyncio.sleep(0)
+            seen.append(customer_now())
+        return seen
+
+    results = await asyncio.gather(*(work(f"c{i}") for i in range(10)))
+    for i, seen in enumerate(results):
+        assert seen == [f"c{i}"] * 5
+
+
+async def test_shared_context_manager_across_tasks() -> None:
+    shared = metered(customer="acme")
+
+    async def use() -> str | None:
+        async with shared:
+            await asyncio.sleep(0)
+            inner = customer_now()
+        assert customer_now() is None
+        return inner
+
+    assert await asyncio.gather(*(use() for _ in range(5))) == ["acme"] * 5
+
+
+def test_copy_context_carries_scope_to_thread() -> None:
+    results: list[str | None] = []
+
+    with metered(customer="acme"):
+        context = contextvars.copy_context()
+
+    thread = threading.Thread(target=lambda: results.append(context.run(customer_now)))
+    thread.start()
+    thread.join()
+    assert results == ["acme"]
+
+
+def test_generator_steps_run_in_scope() -> None:
+    @metered(customer="acme")
+    def stream() -> Iterator[str | None]:
+        for _ in range(3):
+            yield customer_now()
+
+    gen = stream()
+    assert customer_now() is None
+    with metered(customer="other"):
+        assert next(gen) == "acme"
+        assert customer_now() == "other"
+    assert list(gen) == ["acme", "acme"]
+
+
+def test_generator_send_throw_close_pass_through() -> None:
+    events: list[Any] = []
+
+    @metered(customer="acme")
+    def echo() -> Iterator[Any]:
+        try:
+            received = yield "ready"
+            while True:
+                try:
+                    received = yield (received, customer_now())
+                except ValueError as exc:
+                    events.append(("caught", str(exc), customer_now()))
+                    received = "recovered"
+        finally:
+            events.append(("closed", customer_now()))
+
+    gen = echo()
+    assert next(gen) == "ready"
+    assert gen.send("one") == ("one", "acme")
+    assert gen.throw(ValueError("bad")) == ("recovered", "acme")
+    gen.close()
+    assert events == [("caught", "bad", "acme"), ("closed", "acme")]
+
+
+def test_generator_return_value_kept() -> None:
+    @metered(customer="acme")
+    def gen() -> Iterator[int]:
+        yield 1
+        return 7
+
+    def outer() -> Iterator[int]:
+        result = yield from gen()
+        yield result
+
+    assert list(outer()) == [1, 7]
+
+
+async def test_async_generator_steps_run_in_scope() -> None:
+    @metered(customer="acme")
+    async def stream() -> AsyncIterator[str | None]:
+        for _ in range(3):
+            await asyncio.sleep(0)
+            yield customer_now()
+
+    seen = []
+    with metered(customer="other"):
+        async for customer in stream():
+            seen.append(customer)
+            assert customer_now() == "other"
+    assert seen == ["acme", "acme", "acme"]
+
+
+async def test_async_generator_close_runs_cleanup_in_scope() -> None:
+    cleanup: list[str | None] = []
+
+    @metered(customer="acme")
+    async def stream() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            cleanup.append(customer_now())
+
+    agen = stream()
+    assert await agen.__anext__() == 1
+    await agen.aclose()  # type: ignore[attr-defined]
+    assert cleanup == ["acme"]
+
+
+def test_metadata_rejects_bad_keys() -> None:
+    with pytest.raises(ValueError, match="invalid metadata key"):
+        metered(customer="a", metadata={"bad key": "x"})
+    with pytest.raises(TypeError, match="pass a string"):
+        metered(customer="a", metadata={"n": 1})  # type: ignore[dict-item]
