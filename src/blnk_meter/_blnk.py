@@ -1,0 +1,304 @@
+"""A thin client for Blnk's HTTP API: the only code that knows its URLs and errors.
+
+Requests are plain values (:class:`ApiRequest`) so the delivery logic can be
+written once and driven by the sync or the async client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .errors import (
+    DuplicateReferenceError,
+    InsufficientFundsError,
+    LedgerAuthError,
+    LedgerError,
+    LedgerRejectedError,
+    LedgerUnavailableError,
+)
+
+__all__ = [
+    "ApiRequest",
+    "AsyncBlnkClient",
+    "BlnkClient",
+    "bulk_request",
+    "error_from_response",
+    "indicator_request",
+    "reference_request",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_KEY_HEADER = "X-Blnk-Key"
+_RETRYABLE_STATUSES = frozenset({408, 423, 429})
+_RETRYABLE_CODES = frozenset(
+    {"GEN_RESOURCE_LOCKED", "GEN_RATE_LIMITED", "QUEUE_BACKPRESSURE", "GEN_INTERNAL"}
+)
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One call to the Blnk API.
+
+    Attributes:
+        method: the HTTP method.
+        path: the path below the base URL, already percent-encoded.
+        body: the JSON body, or ``None``.
+        missing_ok: answer ``None`` instead of raising on 404.
+        references: the references involved, copied into errors.
+    """
+
+    method: str
+    path: str
+    body: Any = None
+    missing_ok: bool = False
+    references: tuple[str, ...] = ()
+
+
+def bulk_request(body: dict[str, Any], references: tuple[str, ...]) -> ApiRequest:
+    """Build ``POST /transactions/bulk``."""
+    return ApiRequest("POST", "/transactions/bulk", body, references=references)
+
+
+def reference_request(reference: str) -> ApiRequest:
+    """Build ``GET /transactions/reference/{reference}``; 404 answers ``None``."""
+    path = f"/transactions/reference/{quote(reference, safe=':@')}"
+    return ApiRequest("GET", path, missing_ok=True, references=(reference,))
+
+
+def indicator_request(indicator: str, currency: str) -> ApiRequest:
+    """Build the lookup of an indicator balance; 404 answers ``None``."""
+    path = (
+        f"/balances/indicator/{quote(indicator, safe='@')}"
+        f"/currency/{quote(currency, safe='')}"
+    )
+    return ApiRequest("GET", path, missing_ok=True)
+
+
+def error_from_response(
+    status: int, content: bytes, *, references: tuple[str, ...] = ()
+) -> LedgerError:
+    """Map a Blnk error answer to the matching exception.
+
+    Blnk v0.15 and later send ``error_detail.code``; older servers only send a
+    message under ``error`` or ``errors``, which is matched by its wording.
+    """
+    message, code, batch_id = _parse_error_body(content)
+    text = f"Blnk answered {status}: {message}"
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "references": references,
+        "batch_id": batch_id,
+    }
+    lowered = message.lower()
+    if code == "TXN_INSUFFICIENT_FUNDS" or "insufficient funds" in lowered:
+        return InsufficientFundsError(text, **kwargs)
+    if code == "TXN_DUPLICATE_REFERENCE" or "has already been used" in lowered:
+        return DuplicateReferenceError(text, **kwargs)
+    if status in (401, 403) or (code or "").startswith("AUTH_"):
+        hint = " (check the X-Blnk-Key API key and its scopes)"
+        return LedgerAuthError(text + hint, **kwargs)
+    if status >= 500 or status in _RETRYABLE_STATUSES or code in _RETRYABLE_CODES:
+        return LedgerUnavailableError(text, **kwargs)
+    return LedgerRejectedError(text, **kwargs)
+
+
+def _parse_error_body(content: bytes) -> tuple[str, str | None, str | None]:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        snippet = content[:200].decode("utf-8", "replace")
+        return (snippet or "empty body"), None, None
+    if not isinstance(body, dict):
+        return str(body)[:200], None, None
+    detail = body.get("error_detail")
+    code = detail.get("code") if isinstance(detail, dict) else None
+    message = body.get("error", body.get("errors"))
+    if message is None and isinstance(detail, dict):
+        message = detail.get("message")
+    batch_id = body.get("batch_id")
+    return (
+        str(message) if message is not None else "no error message",
+        code if isinstance(code, str) else None,
+        batch_id if isinstance(batch_id, str) else None,
+    )
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": "blnk-meter"}
+    if api_key:
+        headers[_KEY_HEADER] = api_key
+    return headers
+
+
+def _unavailable(request: ApiRequest, exc: httpx.HTTPError) -> LedgerUnavailableError:
+    return LedgerUnavailableError(
+        f"Blnk request {request.method} {request.path} failed: "
+        f"{type(exc).__name__}: {exc}",
+        references=request.references,
+    )
+
+
+def _decode(request: ApiRequest, response: httpx.Response) -> Any:
+    if response.status_code == 404 and request.missing_ok:
+        return None
+    if response.is_success:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise LedgerUnavailableError(
+                f"Blnk answered {response.status_code} to {request.method} "
+                f"{request.path} with a body that is not JSON",
+                status=response.status_code,
+                references=request.references,
+            ) from exc
+    raise error_from_response(
+        response.status_code, response.content, references=request.references
+    )
+
+
+class BlnkClient:
+    """A synchronous Blnk API client.
+
+    Args:
+        base_url: the server's address, e.g. ``http://localhost:5001``.
+        api_key: the ``X-Blnk-Key`` value; ``None`` for servers without auth.
+        timeout: seconds, or an ``httpx.Timeout``.
+        http_transport: an httpx transport to use instead of the network,
+            e.g. an embedded ledger's in-process transport.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        http_transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._has_key = bool(api_key)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=http_transport,
+        )
+
+    def __repr__(self) -> str:
+        key = "<set>" if self._has_key else None
+        return f"BlnkClient(base_url={self.base_url!r}, api_key={key})"
+
+    def call(self, request: ApiRequest) -> Any:
+        """Send one request and return its decoded JSON answer.
+
+        Raises:
+            LedgerUnavailableError: no answer, or a 5xx, 408, 423 or 429.
+            LedgerRejectedError: any other error answer (with subclasses for
+                insufficient funds, duplicate references and auth).
+        """
+        try:
+            response = self._http.request(
+                request.method, request.path, json=request.body
+            )
+        except httpx.HTTPError as exc:
+            raise _unavailable(request, exc) from exc
+        return _decode(request, response)
+
+    def create_ledger(self, name: str, meta_data: dict[str, Any] | None = None) -> Any:
+        """Create a ledger and return it."""
+        return self.call(
+            ApiRequest("POST", "/ledgers", _drop_none(name=name, meta_data=meta_data))
+        )
+
+    def create_balance(
+        self,
+        ledger_id: str,
+        currency: str,
+        *,
+        indicator: str | None = None,
+        meta_data: dict[str, Any] | None = None,
+    ) -> Any:
+        """Create a balance and return it."""
+        body = _drop_none(
+            ledger_id=ledger_id,
+            currency=currency,
+            indicator=indicator,
+            meta_data=meta_data,
+        )
+        return self.call(ApiRequest("POST", "/balances", body))
+
+    def get_balance(self, balance_id: str) -> Any:
+        """Return a balance by id."""
+        return self.call(ApiRequest("GET", f"/balances/{quote(balance_id, safe='')}"))
+
+    def get_balance_by_indicator(self, indicator: str, currency: str) -> Any:
+        """Return an indicator balance, or ``None`` when it does not exist yet."""
+        return self.call(indicator_request(indicator, currency))
+
+    def get_transaction_by_reference(self, reference: str) -> Any:
+        """Return a transaction by reference, or ``None`` when there is none."""
+        return self.call(reference_request(reference))
+
+    def record_transaction(self, body: dict[str, Any]) -> Any:
+        """Post one transaction (``POST /transactions``) and return it."""
+        reference = body.get("reference")
+        references = (reference,) if isinstance(reference, str) else ()
+        return self.call(
+            ApiRequest("POST", "/transactions", body, references=references)
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._http.close()
+
+
+class AsyncBlnkClient:
+    """An asynchronous Blnk API client; the arguments match :class:`BlnkClient`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._has_key = bool(api_key)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=http_transport,
+        )
+
+    def __repr__(self) -> str:
+        key = "<set>" if self._has_key else None
+        return f"AsyncBlnkClient(base_url={self.base_url!r}, api_key={key})"
+
+    async def call(self, request: ApiRequest) -> Any:
+        """Send one request; see :meth:`BlnkClient.call`."""
+        try:
+            response = await self._http.request(
+                request.method, request.path, json=request.body
+            )
+        except httpx.HTTPError as exc:
+            raise _unavailable(request, exc) from exc
+        return _decode(request, response)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()
+
+
+def _drop_none(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
