@@ -1,0 +1,145 @@
+"""The module-level default meter and the bridge from the instrumentation to meters.
+
+The OpenAI instrumentation is global, so one dispatcher receives every call
+and hands it to the meter of the innermost scope, or to the default meter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from ._meter import Meter, _Call
+from ._recorder import CallOutcome
+from ._scope import current_scope
+from ._usage import ProviderCall
+
+__all__ = [
+    "configure",
+    "get_default_meter",
+    "instrument",
+    "set_default_meter",
+    "uninstrument",
+]
+
+logger = logging.getLogger(__name__)
+
+_default_meter: Meter | None = None
+_warned_without_meter = threading.Event()
+
+
+def get_default_meter() -> Meter | None:
+    """Return the meter used where no scope names one, or ``None``."""
+    return _default_meter
+
+
+def set_default_meter(meter: Meter | None) -> None:
+    """Replace the default meter; ``None`` removes it."""
+    global _default_meter
+    _default_meter = meter
+
+
+def configure(meter: Meter | None = None, /, **settings: Any) -> Meter:
+    """Set the default meter and instrument the OpenAI SDK, in one call.
+
+    Either pass a :class:`Meter`, or the keyword arguments of one. Without a
+    transport or ``ledger_url``, the ledger address and key come from the
+    environment variables ``BLNK_URL`` and ``BLNK_API_KEY``::
+
+        blnk_meter.configure(ledger_url="http://localhost:5001")
+
+    Returns:
+        The default meter.
+
+    Raises:
+        ConfigurationError: the settings are invalid, or no ledger is named.
+        TypeError: both a meter and settings were passed.
+    """
+    if meter is not None and settings:
+        raise TypeError("pass either a Meter or its settings to configure(), not both")
+    if meter is None:
+        if "transport" not in settings and "ledger_url" not in settings:
+            url = os.environ.get("BLNK_URL")
+            if url:
+                settings["ledger_url"] = url
+                settings.setdefault("api_key", os.environ.get("BLNK_API_KEY") or None)
+        meter = Meter(**settings)
+    set_default_meter(meter)
+    instrument()
+    logger.info("blnk_meter configured: %r", meter)
+    return meter
+
+
+def instrument(
+    *, inject_stream_usage: bool = True, drain_on_close: bool = True
+) -> None:
+    """Patch the OpenAI SDK so every billable call reaches a meter.
+
+    Safe to call more than once, and before or after ``openai`` is imported.
+
+    Args:
+        inject_stream_usage: ask for usage on chat and completion streams
+            (``stream_options.include_usage``) when the caller did not, and
+            hide the extra usage chunk from the caller. Without it, such
+            streams carry no usage and are reported as unmetered.
+        drain_on_close: when a caller stops reading a stream before the usage
+            arrived, read the rest of it so the tokens the provider bills are
+            known. Without it, such calls are reported as unmetered.
+    """
+    from . import _instrument
+
+    _instrument.install(
+        _DISPATCHER,
+        inject_stream_usage=inject_stream_usage,
+        drain_on_close=drain_on_close,
+    )
+
+
+def uninstrument() -> None:
+    """Remove the OpenAI SDK patches."""
+    from . import _instrument
+
+    _instrument.uninstall()
+
+
+class _Dispatcher:
+    """Routes each instrumented call to the meter in charge of it."""
+
+    def begin(self, call: ProviderCall) -> _Call | None:
+        scope = current_scope()
+        meter = scope.meter if scope is not None and scope.meter is not None else None
+        meter = meter or _default_meter
+        if meter is None:
+            if not _warned_without_meter.is_set():
+                _warned_without_meter.set()
+                logger.warning(
+                    "OpenAI call to %s not metered: no meter is configured; "
+                    "call blnk_meter.configure(...)",
+                    call.path,
+                )
+            return None
+        return meter.begin(call, scope)
+
+    async def abegin(self, call: ProviderCall) -> _Call | None:
+        return self.begin(call)
+
+    def finish(self, token: object, outcome: CallOutcome) -> None:
+        assert isinstance(token, _Call)
+        token.meter.finish(token, outcome)
+
+    async def afinish(self, token: object, outcome: CallOutcome) -> None:
+        assert isinstance(token, _Call)
+        await token.meter.afinish(token, outcome)
+
+    def cancel(self, token: object, error: BaseException | None) -> None:
+        assert isinstance(token, _Call)
+        token.meter.cancel(token, error)
+
+    async def acancel(self, token: object, error: BaseException | None) -> None:
+        assert isinstance(token, _Call)
+        await token.meter.acancel(token, error)
+
+
+_DISPATCHER = _Dispatcher()

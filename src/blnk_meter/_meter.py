@@ -1,0 +1,622 @@
+"""The meter: configuration and the pipeline from usage to ledger posting.
+
+usage -> price -> posting -> transport. Each step takes a typed value and
+returns one; failures are kept with the usage they concern, logged, counted
+and handed to the error hook, so nothing is lost and nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal, cast
+
+from ._money import Precisions
+from ._posting import MoneyMap, Posting, UsageEvent, Wallet, build_posting
+from ._prices import Charge, PriceBook
+from ._recorder import CallOutcome
+from ._scope import Scope, validate_customer
+from ._transports import (
+    AsyncHttpxTransport,
+    AsyncTransport,
+    Delivery,
+    HttpxTransport,
+    Transport,
+)
+from ._usage import ProviderCall, UnmeteredCall, Usage
+from .errors import (
+    BlnkMeterError,
+    ConfigurationError,
+    InvalidUsageError,
+    LedgerError,
+    MissingCustomerError,
+    UnknownModelError,
+)
+
+__all__ = ["FailureKind", "Meter", "MeterFailure", "MeterStats"]
+
+logger = logging.getLogger(__name__)
+
+OutsideScopePolicy = Literal["raise", "default", "ignore"]
+UnknownModelPolicy = Literal["raise", "zero"]
+FailureKind = Literal["unmetered", "unpriced", "undelivered", "failed"]
+WalletSource = Mapping[str, Wallet] | Callable[[str], Wallet | None]
+
+
+@dataclass(frozen=True)
+class MeterFailure:
+    """A billable call that was not recorded in the ledger, kept for follow-up.
+
+    Attributes:
+        kind: ``"unmetered"`` (usage unknown or invalid), ``"unpriced"`` (no
+            price for the model), ``"undelivered"`` (the ledger did not record
+            the posting; :meth:`Meter.retry_undelivered` sends it again) or
+            ``"failed"`` (an unexpected error inside blnk_meter).
+        message: what went wrong, naming the response and the customer.
+        call: the provider request.
+        customer: the customer the call was attributed to.
+        error: the exception behind the failure, if any.
+        usage: the usage, when it was known.
+        unmetered: the instrumentation's report, for unknown usage.
+        posting: the posting that was not delivered.
+        occurred_at: when the failure was recorded (UTC).
+    """
+
+    kind: FailureKind
+    message: str
+    call: ProviderCall
+    customer: str | None
+    error: BaseException | None = None
+    usage: Usage | None = None
+    unmetered: UnmeteredCall | None = None
+    posting: Posting | None = None
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class MeterStats:
+    """Counters since the meter was created.
+
+    Attributes:
+        calls: billable provider calls the meter began metering.
+        posted: postings the ledger recorded on this send.
+        duplicates: postings the ledger already held from an earlier send.
+        empty: calls that used no tokens and cost nothing, so posted nothing.
+        unpriced_zero: postings sent with a flagged zero charge because the
+            model has no price and the policy is ``"zero"``.
+        ignored: calls outside any customer scope under the ``"ignore"`` policy.
+        unmetered: calls whose usage was unknown or invalid.
+        unpriced: calls not posted because the model has no price.
+        undelivered: postings the ledger did not record.
+        failed: calls lost to an unexpected error inside blnk_meter.
+    """
+
+    calls: int = 0
+    posted: int = 0
+    duplicates: int = 0
+    empty: int = 0
+    unpriced_zero: int = 0
+    ignored: int = 0
+    unmetered: int = 0
+    unpriced: int = 0
+    undelivered: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class _Call:
+    """The token the instrumentation carries from begin to finish."""
+
+    meter: Meter
+    call: ProviderCall
+    customer: str
+    wallet: Wallet
+    metadata: Mapping[str, str]
+
+
+class Meter:
+    """Price the usage of metered calls and post it to the ledger.
+
+    Args:
+        transport: delivers postings; a :class:`Transport` for sync clients,
+            an :class:`AsyncTransport` for async clients, or one object that
+            is both (such as :class:`MemoryTransport`). Mutually exclusive with
+            ``ledger_url``.
+        ledger_url: the Blnk server's address; builds an
+            :class:`HttpxTransport` and an :class:`AsyncHttpxTransport`.
+        api_key: the ``X-Blnk-Key`` value for ``ledger_url``; ``None`` when
+            the server runs without auth.
+        async_transport: a separate transport for async clients.
+        prices: the price book; the shipped OpenAI prices by default.
+        money_map: accounts, currencies and descriptions of the postings.
+        wallets: the wallet of each customer, as a mapping or a function of
+            the customer id; customers it does not name (or for which the
+            function returns ``None``) use ``money_map.customer_wallet``.
+        precisions: minor units per currency, overriding the defaults
+            (USD: 10**8, TOKENS: 1). Keep one precision per currency forever:
+            ledger balances store bare integers.
+        outside_scope: what a call made outside any customer scope does:
+            ``"raise"`` stops it before it is sent with
+            :class:`MissingCustomerError`; ``"default"`` bills
+            ``default_customer``; ``"ignore"`` lets it through unmetered and
+            logs a warning.
+        default_customer: the customer for ``outside_scope="default"``.
+        unknown_model: ``"raise"`` stops calls to a requested model without a
+            price before they are sent, and keeps served models without a
+            price as ``"unpriced"`` failures; ``"zero"`` posts their tokens with
+            a zero charge flagged ``unpriced`` in ``meta_data``.
+        max_tokens_per_call: usage above this many tokens in one response is
+            treated as invalid instead of being billed. Raise it if your
+            models accept larger contexts.
+        on_error: called with every :class:`MeterFailure`; exceptions it
+            raises are logged and swallowed.
+
+    Raises:
+        ConfigurationError: the settings contradict each other.
+    """
+
+    def __init__(
+        self,
+        transport: Transport | AsyncTransport | None = None,
+        *,
+        ledger_url: str | None = None,
+        api_key: str | None = None,
+        async_transport: AsyncTransport | None = None,
+        prices: PriceBook | None = None,
+        money_map: MoneyMap | None = None,
+        wallets: WalletSource | None = None,
+        precisions: Mapping[str, int] | None = None,
+        outside_scope: OutsideScopePolicy = "raise",
+        default_customer: str | None = None,
+        unknown_model: UnknownModelPolicy = "raise",
+        max_tokens_per_call: int = 10_000_000,
+        on_error: Callable[[MeterFailure], None] | None = None,
+    ) -> None:
+        if (transport is None) == (ledger_url is None):
+            raise ConfigurationError(
+                "pass exactly one of transport=... or ledger_url=... to Meter"
+            )
+        if ledger_url is not None:
+            transport = HttpxTransport(ledger_url, api_key=api_key)
+            async_transport = async_transport or AsyncHttpxTransport(
+                ledger_url, api_key=api_key
+            )
+        self._sync_transport = transport if isinstance(transport, Transport) else None
+        if async_transport is None and isinstance(transport, AsyncTransport):
+            async_transport = transport
+        self._async_transport = async_transport
+        self.prices = prices or PriceBook.default()
+        self.money_map = money_map or MoneyMap()
+        self.precisions = Precisions(precisions)
+        self._check_currencies()
+        self._wallets = wallets
+        self._outside_scope = _check_choice(
+            "outside_scope", outside_scope, ("raise", "default", "ignore")
+        )
+        self._default_customer = (
+            validate_customer(default_customer)
+            if default_customer is not None
+            else None
+        )
+        if outside_scope == "default" and self._default_customer is None:
+            raise ConfigurationError(
+                "outside_scope='default' needs default_customer=<customer id>"
+            )
+        self._unknown_model = _check_choice(
+            "unknown_model", unknown_model, ("raise", "zero")
+        )
+        if (
+            isinstance(max_tokens_per_call, bool)
+            or not isinstance(max_tokens_per_call, int)
+            or max_tokens_per_call < 1
+        ):
+            raise ConfigurationError(
+                f"max_tokens_per_call is {max_tokens_per_call!r}; use a positive int"
+            )
+        self._max_tokens = max_tokens_per_call
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._stats: dict[str, int] = dict.fromkeys(MeterStats.__dataclass_fields__, 0)
+        self._failures: list[MeterFailure] = []
+
+    def __repr__(self) -> str:
+        transport = self._sync_transport or self._async_transport
+        return f"Meter(transport={transport!r}, currency={self.money_map.currency!r})"
+
+    # Public reads ----------------------------------------------------------
+
+    @property
+    def stats(self) -> MeterStats:
+        """A snapshot of the meter's counters."""
+        with self._lock:
+            return MeterStats(**self._stats)
+
+    @property
+    def failures(self) -> list[MeterFailure]:
+        """Calls that were not recorded in the ledger, oldest first."""
+        with self._lock:
+            return list(self._failures)
+
+    def wallet_for(self, customer: str) -> Wallet:
+        """Return the wallet a customer pays from."""
+        wallets = self._wallets
+        wallet: Wallet | None
+        if wallets is None:
+            wallet = None
+        elif callable(wallets):
+            wallet = wallets(customer)
+        else:
+            wallet = wallets.get(customer)
+        if wallet is None:
+            return self.money_map.wallet_for(customer)
+        if not isinstance(wallet, Wallet):
+            raise ConfigurationError(
+                f"the wallet of customer {customer!r} is {wallet!r}; use Wallet(...)"
+            )
+        return wallet
+
+    # Recorder: begin -------------------------------------------------------
+
+    def begin(self, call: ProviderCall, scope: Scope | None) -> _Call | None:
+        """Attribute a provider call to a customer before it is sent.
+
+        Returns:
+            The token to pass to :meth:`finish`, or ``None`` when the call is
+            outside any scope under the ``"ignore"`` policy.
+
+        Raises:
+            MissingCustomerError: no customer and the policy is ``"raise"``.
+            UnknownModelError: the requested model has no price and the
+                policy is ``"raise"``.
+            ConfigurationError: no transport can deliver for this client.
+        """
+        customer = scope.customer if scope is not None else None
+        if customer is None:
+            customer = self._customer_outside_scope(call)
+            if customer is None:
+                return None
+        self._check_transport(call)
+        model = call.requested_model
+        if (
+            self._unknown_model == "raise"
+            and model
+            and not self.prices.has_price(model)
+        ):
+            raise UnknownModelError(
+                f"no price for model {model!r}, so the call to {call.path} was not "
+                "sent; add the model with PriceBook.with_prices({...}) or a price "
+                "file, or create the Meter with unknown_model='zero'",
+                model=model,
+            )
+        wallet = self.wallet_for(customer)
+        self._count("calls")
+        metadata = scope.metadata if scope is not None else {}
+        return _Call(self, call, customer, wallet, metadata)
+
+    def _customer_outside_scope(self, call: ProviderCall) -> str | None:
+        if self._outside_scope == "default":
+            return self._default_customer
+        if self._outside_scope == "ignore":
+            self._count("ignored")
+            logger.warning(
+                "OpenAI call to %s made outside any customer scope; not metered",
+                call.path,
+            )
+            return None
+        raise MissingCustomerError(
+            f"OpenAI call to {call.path} (model {call.requested_model!r}) has no "
+            "customer, so it was not sent: run it inside @metered(customer=...) or "
+            "'with metered(customer=...)', or create the Meter with "
+            "outside_scope='default' and a default_customer"
+        )
+
+    def _check_transport(self, call: ProviderCall) -> None:
+        if (
+            call.is_async
+            and self._async_transport is None
+            and self._sync_transport is None
+        ):
+            raise ConfigurationError("the meter has no transport")
+        if not call.is_async and self._sync_transport is None:
+            raise ConfigurationError(
+                "a synchronous OpenAI client needs a synchronous transport; pass "
+                "Meter(transport=HttpxTransport(...)) or Meter(ledger_url=...)"
+            )
+
+    # Recorder: finish ------------------------------------------------------
+
+    def finish(self, token: _Call, outcome: CallOutcome) -> Delivery | None:
+        """Price and post a finished call, from synchronous code.
+
+        Never raises: failures are kept in :attr:`failures`.
+
+        Returns:
+            The delivery, or ``None`` when nothing was posted.
+        """
+        posting = self._prepare(token, outcome)
+        if posting is None:
+            return None
+        try:
+            if self._sync_transport is None:
+                raise ConfigurationError(
+                    "a posting finished in synchronous code but the meter has only "
+                    "an async transport; it is kept for aretry_undelivered()"
+                )
+            delivery = self._sync_transport.send(posting)
+        except (LedgerError, ConfigurationError) as exc:
+            self._undelivered(token, outcome, posting, exc)
+            return None
+        except Exception as exc:
+            self._unexpected(token, outcome, posting, exc)
+            return None
+        return self._delivered(delivery)
+
+    async def afinish(self, token: _Call, outcome: CallOutcome) -> Delivery | None:
+        """Price and post a finished call, from async code; see :meth:`finish`."""
+        posting = self._prepare(token, outcome)
+        if posting is None:
+            return None
+        try:
+            delivery = await self._asend(posting)
+        except LedgerError as exc:
+            self._undelivered(token, outcome, posting, exc)
+            return None
+        except Exception as exc:
+            self._unexpected(token, outcome, posting, exc)
+            return None
+        return self._delivered(delivery)
+
+    def cancel(self, token: _Call, error: BaseException | None) -> None:
+        """Forget a call that failed before the provider reported usage."""
+        logger.debug(
+            "OpenAI call to %s for customer %s failed before any usage: %r",
+            token.call.path,
+            token.customer,
+            error,
+        )
+
+    async def acancel(self, token: _Call, error: BaseException | None) -> None:
+        """Async counterpart of :meth:`cancel`."""
+        self.cancel(token, error)
+
+    async def _asend(self, posting: Posting) -> Delivery:
+        if self._async_transport is not None:
+            return await self._async_transport.asend(posting)
+        transport = self._sync_transport
+        assert transport is not None, "checked when the call began"
+        return await asyncio.to_thread(transport.send, posting)
+
+    def _prepare(self, token: _Call, outcome: CallOutcome) -> Posting | None:
+        try:
+            return self._build(token, outcome)
+        except Exception as exc:
+            self._unexpected(token, outcome, None, exc)
+            return None
+
+    def _build(self, token: _Call, outcome: CallOutcome) -> Posting | None:
+        if isinstance(outcome, UnmeteredCall):
+            self._fail(
+                "unmetered", token, outcome.message, outcome.error, unmetered=outcome
+            )
+            return None
+        usage = outcome
+        if usage.total_tokens > self._max_tokens:
+            error = InvalidUsageError(
+                f"response {usage.response_id!r} reports {usage.total_tokens} tokens, "
+                f"more than max_tokens_per_call={self._max_tokens}; not billed. "
+                "Raise max_tokens_per_call if this is genuine",
+                response_id=usage.response_id,
+                raw_usage=usage.raw_usage,
+            )
+            self._fail("unmetered", token, str(error), error, usage=usage)
+            return None
+        charge = self._price(token, usage)
+        if charge is False:
+            return None
+        event = UsageEvent(
+            customer=token.customer,
+            wallet=token.wallet,
+            usage=usage,
+            charge=charge,
+            metadata=token.metadata,
+        )
+        token_precision = self.precisions.precision_of(self.money_map.token_currency)
+        posting = build_posting(event, self.money_map, token_precision=token_precision)
+        if posting is None:
+            self._count("empty")
+            logger.debug(
+                "response %s used no tokens; nothing posted", usage.response_id
+            )
+        elif charge is None:
+            self._count("unpriced_zero")
+        return posting
+
+    def _price(self, token: _Call, usage: Usage) -> Charge | Literal[False] | None:
+        precision = self.precisions.precision_of(self.money_map.currency)
+        try:
+            return self.prices.charge(usage, precision)
+        except UnknownModelError as exc:
+            if self._unknown_model == "zero":
+                logger.warning(
+                    "no price for model %r (response %s, customer %s); posting its "
+                    "tokens with a zero charge flagged 'unpriced'",
+                    usage.model,
+                    usage.response_id,
+                    token.customer,
+                )
+                return None
+            self._fail("unpriced", token, str(exc), exc, usage=usage)
+            return False
+
+    # Outcomes --------------------------------------------------------------
+
+    def _delivered(self, delivery: Delivery) -> Delivery:
+        self._count("posted" if delivery.outcome == "posted" else "duplicates")
+        logger.debug(
+            "posting %s %s (batch %s, %d attempt(s))",
+            delivery.posting.event_id,
+            delivery.outcome,
+            delivery.batch_id,
+            delivery.attempts,
+        )
+        return delivery
+
+    def _undelivered(
+        self, token: _Call, outcome: CallOutcome, posting: Posting, exc: BlnkMeterError
+    ) -> None:
+        usage = outcome if isinstance(outcome, Usage) else None
+        message = (
+            f"ledger did not record posting {posting.event_id} "
+            f"(references {', '.join(posting.references)}): {exc}"
+        )
+        self._fail("undelivered", token, message, exc, usage=usage, posting=posting)
+
+    def _unexpected(
+        self,
+        token: _Call,
+        outcome: CallOutcome,
+        posting: Posting | None,
+        exc: Exception,
+    ) -> None:
+        usage = outcome if isinstance(outcome, Usage) else None
+        message = (
+            f"blnk_meter failed to bill a call to {token.call.path} for customer "
+            f"{token.customer!r}: {type(exc).__name__}: {exc}"
+        )
+        self._fail("failed", token, message, exc, usage=usage, posting=posting)
+
+    def _fail(
+        self,
+        kind: FailureKind,
+        token: _Call,
+        message: str,
+        error: BaseException | None,
+        *,
+        usage: Usage | None = None,
+        unmetered: UnmeteredCall | None = None,
+        posting: Posting | None = None,
+    ) -> None:
+        failure = MeterFailure(
+            kind=kind,
+            message=message,
+            call=token.call,
+            customer=token.customer,
+            error=error,
+            usage=usage,
+            unmetered=unmetered,
+            posting=posting,
+        )
+        with self._lock:
+            self._failures.append(failure)
+            self._stats[kind] += 1
+        logger.error("%s (customer %s, %s)", message, token.customer, kind)
+        if self._on_error is not None:
+            try:
+                self._on_error(failure)
+            except Exception:
+                logger.exception("the meter's on_error hook raised")
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    def _check_currencies(self) -> None:
+        if self.prices.currency != self.money_map.currency:
+            raise ConfigurationError(
+                f"the price book is in {self.prices.currency!r} but the money map "
+                f"posts {self.money_map.currency!r}; use one currency for both"
+            )
+        self.precisions.precision_of(self.money_map.currency)
+        self.precisions.precision_of(self.money_map.token_currency)
+
+    # Follow-up ---------------------------------------------------------------
+
+    def retry_undelivered(self) -> int:
+        """Send the undelivered postings again, from synchronous code.
+
+        The references are the same as the first time, so a posting that did
+        reach the ledger is not recorded twice.
+
+        Returns:
+            How many postings the ledger now holds; the others stay in
+            :attr:`failures`.
+        """
+        delivered = 0
+        for failure in self._take_undelivered():
+            assert failure.posting is not None
+            try:
+                if self._sync_transport is None:
+                    raise ConfigurationError("the meter has no synchronous transport")
+                self._delivered(self._sync_transport.send(failure.posting))
+                delivered += 1
+            except BlnkMeterError as exc:
+                self._keep(failure, exc)
+        return delivered
+
+    async def aretry_undelivered(self) -> int:
+        """Async counterpart of :meth:`retry_undelivered`."""
+        delivered = 0
+        for failure in self._take_undelivered():
+            assert failure.posting is not None
+            try:
+                self._delivered(await self._asend(failure.posting))
+                delivered += 1
+            except BlnkMeterError as exc:
+                self._keep(failure, exc)
+        return delivered
+
+    def _take_undelivered(self) -> list[MeterFailure]:
+        with self._lock:
+            taken = [f for f in self._failures if f.kind == "undelivered"]
+            self._failures = [f for f in self._failures if f.kind != "undelivered"]
+            self._stats["undelivered"] -= len(taken)
+        if taken:
+            logger.info("sending %d undelivered posting(s) again", len(taken))
+        return taken
+
+    def _keep(self, failure: MeterFailure, error: BaseException) -> None:
+        logger.error(
+            "posting %s still undelivered: %s",
+            failure.posting.event_id if failure.posting else None,
+            error,
+        )
+        with self._lock:
+            self._failures.append(
+                MeterFailure(
+                    kind="undelivered",
+                    message=str(error),
+                    call=failure.call,
+                    customer=failure.customer,
+                    error=error,
+                    usage=failure.usage,
+                    posting=failure.posting,
+                )
+            )
+            self._stats["undelivered"] += 1
+
+    def close(self) -> None:
+        """Close the transports' connections."""
+        if self._sync_transport is not None:
+            self._sync_transport.close()
+
+    async def aclose(self) -> None:
+        """Close the transports' connections, from async code."""
+        if self._async_transport is not None:
+            await self._async_transport.aclose()
+        if (
+            self._sync_transport is not None
+            and cast(object, self._sync_transport) is not self._async_transport
+        ):
+            self._sync_transport.close()
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigurationError(
+            f"invalid {name} {value!r}; use one of {', '.join(map(repr, choices))}"
+        )
+    return value
