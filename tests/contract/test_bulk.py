@@ -161,9 +161,17 @@ def test_bulk_inflight_failure_voids_holds(client: httpx.Client, blnk: Blnk) -> 
 
     response = client.post("/transactions/bulk", json=_bulk(legs, inflight=True))
     tokens = blnk.balance(tokens_id)
+    hold = blnk.find_reference(legs[0]["reference"])
+    assert hold is not None
+    by_parent = {"field": "parent_transaction", "operator": "eq"}
+    children = blnk.filter_transactions(
+        {"filters": [{**by_parent, "value": hold["transaction_id"]}]}
+    )
 
     assert response.status_code == 400
     # Blnk voids the holds of an atomic inflight batch before it responds.
+    assert hold["status"] == "INFLIGHT"
+    assert [child["status"] for child in children] == ["VOID"]
     assert tokens["inflight_debit_balance"] == 0
     assert tokens["balance"] == 0
     assert blnk.balance(usage_id)["inflight_credit_balance"] == 0

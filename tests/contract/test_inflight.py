@@ -233,12 +233,18 @@ def test_queued_commit_returns_hold(client: httpx.Client, blnk: Blnk) -> None:
         f"/transactions/inflight/{hold['transaction_id']}", json={"status": "commit"}
     )
     wallet = blnk.wait_for_balance(wallet_id, 400)
+    by_parent = {"field": "parent_transaction", "operator": "eq"}
+    settlements = blnk.filter_transactions(
+        {"filters": [{**by_parent, "value": hold["transaction_id"]}]}
+    )
 
     assert response.status_code == 200
     assert response.json()["queued"] is True
     assert response.json()["transaction_id"] == hold["transaction_id"]
     assert response.json()["status"] == "INFLIGHT"
     assert wallet["inflight_debit_balance"] == 0
+    assert [row["status"] for row in settlements] == ["APPLIED"]
+    assert settlements[0]["precise_amount"] == 600
 
 
 def test_queued_hold_commits_by_parent_id(client: httpx.Client, blnk: Blnk) -> None:

@@ -57,8 +57,10 @@ def test_ledger_without_name_rejected(client: httpx.Client) -> None:
     response = client.post("/ledgers", json={"meta_data": {}})
 
     assert response.status_code == 400
-    # The code is new in Blnk v0.15, which still names the message key "errors".
+    # The code is new in Blnk v0.15, which still names the message key "errors"
+    # on this endpoint, where other errors use "error".
     assert response.json()["error_detail"]["code"] == "GEN_VALIDATION_ERROR"
+    assert isinstance(response.json()["errors"], str)
 
 
 def test_general_ledger_always_exists(client: httpx.Client) -> None:

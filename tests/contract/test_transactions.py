@@ -173,8 +173,10 @@ def test_transaction_missing_field_rejected(
     response = client.post("/transactions", json=body)
 
     assert response.status_code == 400
-    # The code is new in Blnk v0.15, which still names the message key "errors".
+    # The code is new in Blnk v0.15, which still names the message key "errors"
+    # for field validation, where other errors use "error".
     assert response.json()["error_detail"]["code"] == "TXN_VALIDATION_ERROR"
+    assert isinstance(response.json()["errors"], str)
     assert blnk.balance(balance_id)["balance"] == 0
 
 
