@@ -219,22 +219,37 @@ class FakeOpenAI:
 
 
 class _ChunkStream(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """A response body sent in chunks, which may end in a connection error."""
+    """A response body sent in chunks, which may end in a connection error.
+
+    Like a real connection, it delivers nothing more once it is closed:
+    reading on raises ``httpx.ReadError``.
+    """
 
     def __init__(self, chunks: list[bytes], error: Exception | None = None) -> None:
         self._chunks = chunks
         self._error = error
+        self._is_closed = False
 
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._chunks
-        if self._error is not None:
-            raise self._error
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def _pieces(self) -> Iterator[bytes]:
         for chunk in self._chunks:
+            if self._is_closed:
+                raise httpx.ReadError("the fake connection was closed")
             yield chunk
         if self._error is not None:
             raise self._error
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._pieces()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._pieces():
+            yield chunk
+
+    def close(self) -> None:
+        self._is_closed = True
+
+    async def aclose(self) -> None:
+        self._is_closed = True
 
 
 class _Exchange:
@@ -262,7 +277,7 @@ class _Exchange:
     def stream(self, events: list[Event]) -> httpx.Response:
         """Respond with server-sent events, one chunk each."""
         error = None
-        if self.scenario.stream_end == "disconnect":
+        if self.scenario.stream_end in ("disconnect", "late_disconnect"):
             error = httpx.ReadError("the fake provider dropped the connection")
         return httpx.Response(
             200,

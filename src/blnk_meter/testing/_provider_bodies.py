@@ -96,9 +96,12 @@ class Scenario:
         include_request_id: whether the response has an ``x-request-id``.
         status: the Responses status (and terminal event); ``incomplete``
             also ends chat and completion choices with ``length``.
-        stream_end: how a stream ends: ``normal``; ``error`` (an error event
-            or error chunk before any usage); ``cut`` (the body stops before
-            any usage); ``disconnect`` (the connection fails at that point).
+        stream_end: how a stream ends. ``normal`` sends every event. With
+            ``error`` an error event (or error chunk) comes before any usage,
+            with ``cut`` the body stops before any usage, and with
+            ``disconnect`` the connection fails there. ``late_disconnect``
+            sends every event with usage, then fails the connection in place
+            of ``[DONE]`` or the end of the body.
         status_code: an HTTP status other than 200 answers with an error.
     """
 
@@ -112,7 +115,9 @@ class Scenario:
     include_id: bool = True
     include_request_id: bool = True
     status: Literal["completed", "incomplete", "failed"] = "completed"
-    stream_end: Literal["normal", "error", "cut", "disconnect"] = "normal"
+    stream_end: Literal["normal", "error", "cut", "disconnect", "late_disconnect"] = (
+        "normal"
+    )
     status_code: int = 200
 
 

@@ -49,6 +49,8 @@ def _cut(
     """Stop a stream after ``keep`` events unless the scenario ends it normally."""
     if scenario.stream_end == "normal":
         return events
+    if scenario.stream_end == "late_disconnect":
+        return [event for event in events if event[1] != _DONE]
     kept = events[:keep]
     return [*kept, error] if scenario.stream_end == "error" else kept
 
