@@ -10,6 +10,7 @@ from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from blnk_meter import _extract
 from blnk_meter._extract import as_document, outcome_from_body
 from blnk_meter._stream_usage import SseParser, StreamUsage, outcome_from_bytes
 from blnk_meter._usage import Endpoint, ProviderCall, UnmeteredCall, Usage
@@ -163,7 +164,10 @@ def test_embeddings_body_has_no_output() -> None:
     assert usage.response_id == "req_emb"
 
 
-def test_compacted_body_bills_requested_model(caplog: pytest.LogCaptureFixture) -> None:
+def test_compacted_body_bills_requested_model(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_extract, "_warned", set())
     body = response_body()
     del body["model"]
     call = make_call("responses.compact", model="gpt-4.1")

@@ -1,0 +1,413 @@
+"""Patch the OpenAI SDK so every billable call reaches a recorder exactly once.
+
+The patches are wrapt wrappers on SDK internals that every call passes
+through, whichever resource method, helper or client instance made it:
+
+- ``SyncAPIClient.request`` / ``AsyncAPIClient.request`` run once per HTTP
+  call, retries included. They tell the recorder about billable POSTs, add
+  ``stream_options.include_usage`` to chat and completion streams, and read
+  the usage of plain responses.
+- ``BaseClient._process_response_data`` sees the JSON of every body and
+  stream event before the SDK turns it into models, which may coerce counts.
+- ``Stream.__stream__`` / ``AsyncStream.__stream__`` return metering
+  iterators (see :mod:`blnk_meter._metered_stream`).
+- The ``parse``, ``read``, ``iter_*`` and ``close`` methods of the raw
+  response classes meter ``with_raw_response`` and ``with_streaming_response``
+  (see :mod:`blnk_meter._raw_response`).
+- The websocket ``connect`` methods only log that their calls are not metered.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import wrapt
+
+from . import _raw_response as raw
+from ._billable import (
+    STREAM_USAGE_ENDPOINTS,
+    ask_for_stream_usage,
+    asks_for_stream_usage,
+    describe_call,
+    warn_unmetered,
+)
+from ._extract import NOT_BILLED, outcome_from_body
+from ._metered_call import MeteredCall, RawCapture, Settings, capturing, record_raw_data
+from ._metered_stream import (
+    AsyncMeteredStreamIterator,
+    MeteredStreamIterator,
+    attach_stream,
+)
+from ._recorder import CallOutcome, Recorder
+from ._usage import ProviderCall, UnmeteredCall
+from .errors import BlnkMeterError
+
+__all__ = ["install", "is_installed", "uninstall"]
+
+logger = logging.getLogger(__name__)
+
+_WEBSOCKET_RESOURCES = {
+    "openai.resources.responses.responses": ("Responses", "responses websocket"),
+    "openai.resources.beta.responses.responses": (
+        "Responses",
+        "beta responses websocket",
+    ),
+    "openai.resources.realtime.realtime": ("Realtime", "realtime"),
+    "openai.resources.beta.realtime.realtime": ("Realtime", "beta realtime"),
+    "openai.resources.realtime.translations.translations": (
+        "Translations",
+        "realtime translations",
+    ),
+    "openai.resources.live.sideband": ("Sideband", "live sideband"),
+}
+"""Resources whose websocket ``connect()`` bypasses ``request`` and is not
+metered: module, sync class name (the async one adds ``Async``), label."""
+
+_lock = threading.RLock()
+_settings: Settings | None = None
+_patches: list[tuple[ModuleType, str, object]] = []
+_is_hook_registered = False
+
+
+def install(
+    recorder: Recorder, *, inject_stream_usage: bool = True, drain_on_close: bool = True
+) -> None:
+    """Patch the OpenAI SDK so that ``recorder`` hears of every billable call.
+
+    Works whether ``openai`` is imported before or after this call: when it is
+    not imported yet, the patches are applied as soon as it is. Calling it
+    again replaces the recorder and settings and leaves the patches as they
+    are; calls already begun finish with the recorder that began them.
+
+    Args:
+        recorder: receives ``begin`` before each billable request is sent and
+            exactly one ``finish`` or ``cancel`` afterwards.
+        inject_stream_usage: add ``stream_options.include_usage`` to chat and
+            legacy completion streams that did not ask for usage, and hide the
+            extra usage chunk from the caller. Without it, such streams are
+            reported as ``stream_without_usage``.
+        drain_on_close: when the caller stops reading a stream before its
+            usage arrived, read the rest of it without passing it on, so the
+            usage the provider bills is known.
+    """
+    global _settings, _is_hook_registered
+    with _lock:
+        _settings = Settings(
+            recorder=recorder,
+            inject_stream_usage=inject_stream_usage,
+            drain_on_close=drain_on_close,
+        )
+        if "openai" in sys.modules:
+            _apply_patches()
+        elif not _is_hook_registered:
+            wrapt.register_post_import_hook(_on_openai_imported, "openai")
+            _is_hook_registered = True
+    logger.debug("OpenAI instrumentation installed")
+
+
+def uninstall() -> None:
+    """Remove every patch, so the SDK behaves as if it was never installed.
+
+    Streams and raw responses created before this call keep being metered
+    until they end.
+    """
+    global _settings
+    with _lock:
+        _settings = None
+        while _patches:
+            module, name, handle = _patches.pop()
+            wrapt.unwrap_object(module, name, handle, missing_ok=True)
+    logger.debug("OpenAI instrumentation removed")
+
+
+def is_installed() -> bool:
+    """Return whether billable OpenAI calls are being metered."""
+    return _settings is not None
+
+
+def _on_openai_imported(module: ModuleType) -> None:
+    with _lock:
+        if _settings is not None:
+            _apply_patches()
+
+
+def _apply_patches() -> None:
+    if _patches:
+        return
+    raw_response_methods: tuple[tuple[str, Callable[..., Any]], ...] = (
+        ("LegacyAPIResponse.parse", raw.parse_wrapper),
+        ("APIResponse.parse", raw.parse_wrapper),
+        ("APIResponse.read", raw.read_wrapper),
+        ("APIResponse.iter_bytes", raw.chunks_wrapper(is_line=False)),
+        ("APIResponse.iter_text", raw.chunks_wrapper(is_line=False)),
+        ("APIResponse.iter_lines", raw.chunks_wrapper(is_line=True)),
+        ("APIResponse.close", raw.close_wrapper),
+        ("AsyncAPIResponse.parse", raw.async_parse_wrapper),
+        ("AsyncAPIResponse.read", raw.async_read_wrapper),
+        ("AsyncAPIResponse.iter_bytes", raw.async_chunks_wrapper(is_line=False)),
+        ("AsyncAPIResponse.iter_text", raw.async_chunks_wrapper(is_line=False)),
+        ("AsyncAPIResponse.iter_lines", raw.async_chunks_wrapper(is_line=True)),
+        ("AsyncAPIResponse.close", raw.async_close_wrapper),
+    )
+    _patch("openai._base_client", "SyncAPIClient.request", _sync_request)
+    _patch("openai._base_client", "AsyncAPIClient.request", _async_request)
+    _patch("openai._base_client", "BaseClient._process_response_data", _capture_data)
+    _patch("openai._streaming", "Stream.__stream__", _sync_stream_events)
+    _patch("openai._streaming", "AsyncStream.__stream__", _async_stream_events)
+    for name, wrapper in raw_response_methods:
+        module = (
+            "openai._legacy_response"
+            if name.startswith("Legacy")
+            else "openai._response"
+        )
+        _patch(module, name, wrapper)
+    for module_name, (resource, label) in _WEBSOCKET_RESOURCES.items():
+        for name in (f"{resource}.connect", f"Async{resource}.connect"):
+            try:
+                _patch(module_name, name, _warning_connect(label))
+            except (ImportError, AttributeError):
+                logger.debug("no websocket method %s.%s to watch", module_name, name)
+    logger.debug("patched the OpenAI SDK in %d places", len(_patches))
+
+
+def _patch(module_name: str, name: str, wrapper: Callable[..., Any]) -> None:
+    module = sys.modules.get(module_name)
+    if module is None:
+        module = __import__(module_name, fromlist=["_"])
+    handle = wrapt.wrap_function_wrapper(module, name, wrapper)
+    _patches.append((module, name, handle))
+
+
+# Calls --------------------------------------------------------------------
+
+
+def _warning_connect(label: str) -> Callable[..., Any]:
+    def wrapper(
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        warn_unmetered(label)
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[1] if len(args) > 1 else kwargs.get("options")
+
+
+def _with_options(
+    args: tuple[Any, ...], kwargs: dict[str, Any], options: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if len(args) > 1:
+        return (args[0], options, *args[2:]), kwargs
+    return args, {**kwargs, "options": options}
+
+
+def _describe(
+    args: tuple[Any, ...], kwargs: dict[str, Any], *, is_async: bool
+) -> ProviderCall | None:
+    try:
+        options = _options_of(args, kwargs)
+        return describe_call(
+            options, stream=bool(kwargs.get("stream")), is_async=is_async
+        )
+    except Exception:
+        logger.exception("failed to inspect an OpenAI request; it is not metered")
+        return None
+
+
+def _prepare(
+    call: ProviderCall,
+    token: object,
+    settings: Settings,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[MeteredCall, tuple[Any, ...], dict[str, Any]]:
+    """Build the metered call, asking chat and completion streams for usage."""
+    if not call.stream or call.endpoint not in STREAM_USAGE_ENDPOINTS:
+        return MeteredCall(call, token, settings), args, kwargs
+    options = _options_of(args, kwargs)
+    if asks_for_stream_usage(options):
+        metered = MeteredCall(call, token, settings, expects_stream_usage=True)
+        return metered, args, kwargs
+    injected = None
+    if settings.inject_stream_usage:
+        try:
+            injected = ask_for_stream_usage(options)
+        except Exception:
+            logger.exception("failed to ask a stream of %s for usage", call.path)
+    if injected is None:
+        return MeteredCall(call, token, settings), args, kwargs
+    metered = MeteredCall(
+        call, token, settings, expects_stream_usage=True, hides_usage_chunk=True
+    )
+    return metered, *_with_options(args, kwargs, injected)
+
+
+def _begin(recorder: Recorder, call: ProviderCall) -> object | None:
+    try:
+        return recorder.begin(call)
+    except BlnkMeterError:
+        raise
+    except Exception:
+        _log_begin_error(call)
+        return None
+
+
+async def _abegin(recorder: Recorder, call: ProviderCall) -> object | None:
+    try:
+        return await recorder.abegin(call)
+    except BlnkMeterError:
+        raise
+    except Exception:
+        _log_begin_error(call)
+        return None
+
+
+def _log_begin_error(call: ProviderCall) -> None:
+    logger.exception(
+        "recorder begin() failed for a call to %s; the call is sent unmetered",
+        call.path,
+    )
+
+
+def _sync_request(
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    settings = _settings
+    call = _describe(args, kwargs, is_async=False) if settings is not None else None
+    if settings is None or call is None:
+        return wrapped(*args, **kwargs)
+    token = _begin(settings.recorder, call)
+    if token is None:
+        return wrapped(*args, **kwargs)
+    metered, args, kwargs = _prepare(call, token, settings, args, kwargs)
+    try:
+        with capturing() as capture:
+            result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        metered.cancel(exc)
+        raise
+    outcome = _outcome_now(metered, result, capture)
+    if outcome is not None:
+        metered.finish(outcome)
+    return result
+
+
+async def _async_request(
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    settings = _settings
+    call = _describe(args, kwargs, is_async=True) if settings is not None else None
+    if settings is None or call is None:
+        return await wrapped(*args, **kwargs)
+    token = await _abegin(settings.recorder, call)
+    if token is None:
+        return await wrapped(*args, **kwargs)
+    metered, args, kwargs = _prepare(call, token, settings, args, kwargs)
+    try:
+        with capturing() as capture:
+            result = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        await metered.acancel(exc)
+        raise
+    outcome = _outcome_now(metered, result, capture)
+    if outcome is not None:
+        await metered.afinish(outcome)
+    return result
+
+
+def _outcome_now(
+    metered: MeteredCall, result: Any, capture: RawCapture
+) -> CallOutcome | None:
+    """Return the outcome of a call whose usage is known now, else ``None``."""
+    from openai._legacy_response import LegacyAPIResponse
+    from openai._response import BaseAPIResponse
+    from openai._streaming import AsyncStream, Stream
+
+    try:
+        if isinstance(result, (Stream, AsyncStream)):
+            return (
+                None
+                if attach_stream(metered, result)
+                else _unobservable(metered, result)
+            )
+        if isinstance(result, (LegacyAPIResponse, BaseAPIResponse)):
+            return raw.track_raw_response(metered, result)
+        document = capture.data if capture.is_set else result
+        return outcome_from_body(
+            document, metered.call, request_id=_request_id(capture, result)
+        )
+    except Exception as exc:
+        logger.exception("failed to read the usage of a call to %s", metered.call.path)
+        return UnmeteredCall(
+            call=metered.call,
+            reason="missing_usage",
+            message=(
+                f"blnk_meter failed to read the usage of a call to "
+                f"{metered.call.path}: {exc!r}. {NOT_BILLED}"
+            ),
+            error=exc,
+        )
+
+
+def _unobservable(metered: MeteredCall, stream: Any) -> UnmeteredCall:
+    return UnmeteredCall(
+        call=metered.call,
+        reason="stream_without_usage",
+        message=(
+            f"a {type(stream).__name__} from {metered.call.path} does not iterate "
+            f"through the metering iterator, so its usage cannot be observed. "
+            f"{NOT_BILLED}"
+        ),
+    )
+
+
+def _request_id(capture: RawCapture, result: Any) -> str | None:
+    headers = capture.headers
+    request_id = headers.get("x-request-id") if headers is not None else None
+    if request_id is None:
+        request_id = getattr(result, "_request_id", None)
+    return request_id if isinstance(request_id, str) and request_id else None
+
+
+def _capture_data(
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    record_raw_data(kwargs.get("data"), kwargs.get("response"))
+    return wrapped(*args, **kwargs)
+
+
+def _sync_stream_events(
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> MeteredStreamIterator:
+    return MeteredStreamIterator(lambda: wrapped(*args, **kwargs))
+
+
+def _async_stream_events(
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> AsyncMeteredStreamIterator:
+    return AsyncMeteredStreamIterator(lambda: wrapped(*args, **kwargs))

@@ -1,0 +1,324 @@
+"""Metering of raw responses: ``with_raw_response`` and ``with_streaming_response``.
+
+A raw response whose body the SDK already read (``with_raw_response`` without
+``stream=True``) is billed at once from its bytes. Any other raw response is
+billed when the caller reads it: ``parse()`` of a stream hands the call to the
+stream's iterator, and ``parse()``, ``read()``, ``text()``, ``json()`` or a
+finished ``iter_*()`` bill from the bytes. Closing or discarding the response
+before that bills what was read, or reports the call as unmetered. The body
+is never read on the caller's behalf.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+from ._extract import NOT_BILLED
+from ._metered_call import MeteredCall
+from ._metered_stream import attach_stream
+from ._recorder import CallOutcome
+from ._stream_usage import outcome_from_bytes
+from ._usage import UnmeteredCall
+
+__all__ = [
+    "RawBody",
+    "async_chunks_wrapper",
+    "async_close_wrapper",
+    "async_parse_wrapper",
+    "async_read_wrapper",
+    "chunks_wrapper",
+    "close_wrapper",
+    "parse_wrapper",
+    "read_wrapper",
+    "track_raw_response",
+]
+
+logger = logging.getLogger(__name__)
+
+_Chunk = TypeVar("_Chunk", bytes, str)
+
+_open_bodies: weakref.WeakKeyDictionary[Any, RawBody] = weakref.WeakKeyDictionary()
+
+
+def _content_or_none(http_response: Any) -> bytes | None:
+    """Return the body if it was read entirely, without reading it."""
+    try:
+        content = http_response.content
+    except Exception:  # httpx raises ResponseNotRead for a body still unread
+        return None
+    return content if isinstance(content, bytes) else None
+
+
+def track_raw_response(call: MeteredCall, raw: Any) -> CallOutcome | None:
+    """Start metering a raw response returned by the SDK.
+
+    Returns:
+        The outcome when the body was read already, else ``None``: the call
+        is then settled when the caller reads, closes or discards it.
+    """
+    http_response = raw.http_response
+    is_event_stream = bool(
+        getattr(raw, "_is_sse_stream", getattr(raw, "_stream", False))
+    )
+    body = RawBody(call, http_response, is_event_stream=is_event_stream)
+    content = _content_or_none(http_response)
+    if content is not None:
+        return body.outcome_of_content(content)
+    _open_bodies[raw] = body
+    weakref.finalize(raw, body.settle_discarded)
+    return None
+
+
+def _open_body(raw: Any) -> RawBody | None:
+    body = _open_bodies.get(raw)
+    return body if body is not None and body.is_open else None
+
+
+class RawBody:
+    """The unread body of one metered raw response.
+
+    Args:
+        call: the metered call that produced the response.
+        http_response: the HTTP response whose body the caller reads.
+        is_event_stream: whether the body is a server-sent event stream.
+    """
+
+    def __init__(
+        self, call: MeteredCall, http_response: Any, *, is_event_stream: bool
+    ) -> None:
+        self.call = call
+        self.is_event_stream = is_event_stream
+        self.is_handed_off = False
+        self._http_response = http_response
+        self._request_id: str | None = http_response.headers.get("x-request-id")
+        self._text: list[str] = []
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this body still decides the call's outcome."""
+        return not self.is_handed_off and not self.call.is_settled
+
+    def hand_off(self, stream: Any) -> CallOutcome | None:
+        """Let the iterator of ``stream``, parsed from this body, meter the call.
+
+        Returns:
+            An outcome to settle the call with when the stream cannot be
+            metered, else ``None``.
+        """
+        self.is_handed_off = True
+        if attach_stream(self.call, stream):
+            return None
+        return UnmeteredCall(
+            call=self.call.call,
+            reason="stream_without_usage",
+            message=(
+                f"a raw response of {self.call.call.path} was parsed into a "
+                f"{type(stream).__name__}, whose events cannot be observed. "
+                f"{NOT_BILLED}"
+            ),
+            response_id=self._request_id,
+        )
+
+    def outcome_of_content(
+        self, content: bytes, *, complete: bool = True
+    ) -> CallOutcome:
+        """Read the call's outcome from the body bytes."""
+        return outcome_from_bytes(
+            content,
+            self.call.call,
+            request_id=self._request_id,
+            is_event_stream=self.is_event_stream,
+            expects_usage=self.call.expects_stream_usage,
+            complete=complete,
+        )
+
+    def feed(self, chunk: bytes | str, *, is_line: bool = False) -> None:
+        """Keep a piece of the body that the caller iterated over."""
+        text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
+        self._text.append(text + "\n" if is_line else text)
+
+    def outcome_of_fed(self, *, complete: bool) -> CallOutcome:
+        """Read the call's outcome from the pieces fed so far."""
+        text = "".join(self._text) + self._decoder.decode(b"", final=True)
+        return self.outcome_of_content(text.encode("utf-8"), complete=complete)
+
+    def outcome_if_read(self) -> CallOutcome | None:
+        """Return the outcome once the body was read entirely, else ``None``."""
+        content = _content_or_none(self._http_response)
+        if not self.is_open or content is None:
+            return None
+        return self.outcome_of_content(content)
+
+    def outcome_on_close(self) -> CallOutcome | None:
+        """Return the outcome when the caller closes or drops the response."""
+        if not self.is_open:
+            return None
+        content = _content_or_none(self._http_response)
+        if content is not None:
+            return self.outcome_of_content(content)
+        return self.outcome_of_fed(complete=False)
+
+    def settle_discarded(self) -> None:
+        """Settle the call of a response garbage collected while still open."""
+        with contextlib.suppress(Exception):
+            _finish(self, self.outcome_on_close)
+
+    def watch(self, chunks: Iterator[_Chunk], *, is_line: bool) -> Iterator[_Chunk]:
+        """Pass ``chunks`` on, and settle the call when they run out."""
+        for chunk in chunks:
+            if self.is_open:
+                self.feed(chunk, is_line=is_line)
+            yield chunk
+        if self.is_open:
+            self.call.finish_from_sync_code(self.outcome_of_fed(complete=True))
+
+    async def awatch(
+        self, chunks: AsyncIterator[_Chunk], *, is_line: bool
+    ) -> AsyncIterator[_Chunk]:
+        """Async counterpart of :meth:`watch`."""
+        async for chunk in chunks:
+            if self.is_open:
+                self.feed(chunk, is_line=is_line)
+            yield chunk
+        if self.is_open:
+            await self.call.afinish(self.outcome_of_fed(complete=True))
+
+
+# wrapt wrappers for the raw response classes. Each one passes straight
+# through unless the response is a metered raw response still open.
+
+_Wrapped = Callable[..., Any]
+
+
+def _finish(body: RawBody, read_outcome: Callable[[], CallOutcome | None]) -> None:
+    """Settle the call with ``read_outcome()``, if it returns one."""
+    try:
+        outcome = read_outcome()
+        if outcome is not None:
+            body.call.finish_from_sync_code(outcome)
+    except Exception:
+        logger.exception("failed to meter a raw response of %s", body.call.call.path)
+
+
+async def _afinish(
+    body: RawBody, read_outcome: Callable[[], CallOutcome | None]
+) -> None:
+    """Async counterpart of :func:`_finish`."""
+    try:
+        outcome = read_outcome()
+        if outcome is not None:
+            await body.call.afinish(outcome)
+    except Exception:
+        logger.exception("failed to meter a raw response of %s", body.call.call.path)
+
+
+def parse_wrapper(
+    wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Wrap the sync ``parse()`` of ``LegacyAPIResponse`` and ``APIResponse``."""
+    body = _open_body(instance)
+    if body is None:
+        return wrapped(*args, **kwargs)
+    if body.is_event_stream:
+        stream = wrapped(*args, **kwargs)
+        _finish(body, lambda: body.hand_off(stream))
+        return stream
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _finish(body, body.outcome_if_read)
+
+
+async def async_parse_wrapper(
+    wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Wrap ``AsyncAPIResponse.parse()``."""
+    body = _open_body(instance)
+    if body is None:
+        return await wrapped(*args, **kwargs)
+    if body.is_event_stream:
+        stream = await wrapped(*args, **kwargs)
+        await _afinish(body, lambda: body.hand_off(stream))
+        return stream
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        await _afinish(body, body.outcome_if_read)
+
+
+def read_wrapper(
+    wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Wrap ``APIResponse.read()``, which ``text()`` and ``json()`` call too."""
+    content = wrapped(*args, **kwargs)
+    body = _open_body(instance)
+    if body is not None:
+        _finish(body, lambda: body.outcome_of_content(content))
+    return content
+
+
+async def async_read_wrapper(
+    wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Wrap ``AsyncAPIResponse.read()``, which ``text()`` and ``json()`` call too."""
+    content = await wrapped(*args, **kwargs)
+    body = _open_body(instance)
+    if body is not None:
+        await _afinish(body, lambda: body.outcome_of_content(content))
+    return content
+
+
+def chunks_wrapper(is_line: bool) -> Callable[..., Any]:
+    """Return a wrapper for ``APIResponse.iter_bytes/iter_text/iter_lines``."""
+
+    def wrapper(
+        wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        chunks = wrapped(*args, **kwargs)
+        body = _open_body(instance)
+        return chunks if body is None else body.watch(chunks, is_line=is_line)
+
+    return wrapper
+
+
+def async_chunks_wrapper(is_line: bool) -> Callable[..., Any]:
+    """Return a wrapper for the ``iter_*`` methods of ``AsyncAPIResponse``."""
+
+    def wrapper(
+        wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        chunks = wrapped(*args, **kwargs)
+        body = _open_body(instance)
+        return chunks if body is None else body.awatch(chunks, is_line=is_line)
+
+    return wrapper
+
+
+def close_wrapper(
+    wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Wrap ``APIResponse.close()``, which ``with_streaming_response`` calls on exit."""
+    body = _open_body(instance)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        if body is not None:
+            _finish(body, body.outcome_on_close)
+
+
+async def async_close_wrapper(
+    wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Wrap ``AsyncAPIResponse.close()``."""
+    body = _open_body(instance)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        if body is not None:
+            await _afinish(body, body.outcome_on_close)

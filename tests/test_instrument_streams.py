@@ -1,0 +1,644 @@
+"""Tests for metering OpenAI streams through the real SDK and the fake API."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from blnk_meter import _instrument
+from blnk_meter.testing._provider import REPLY, FakeOpenAI, Scenario, count_tokens
+from metering_recorder import RecordingRecorder
+
+MESSAGES: Any = [{"role": "user", "content": "one two three"}]
+REPLY_TOKENS = count_tokens(REPLY)
+
+
+@pytest.fixture
+def recorder() -> Iterator[RecordingRecorder]:
+    recorder = RecordingRecorder()
+    _instrument.install(recorder)
+    yield recorder
+    _instrument.uninstall()
+
+
+@pytest.fixture
+def fake() -> FakeOpenAI:
+    return FakeOpenAI()
+
+
+def reinstall(recorder: RecordingRecorder, **settings: bool) -> None:
+    _instrument.install(recorder, **settings)
+
+
+async def settle_async(recorder: RecordingRecorder) -> None:
+    """Let the event loop run finalizer tasks until the call is settled."""
+    for _ in range(20):
+        gc.collect()
+        if recorder.only().is_settled:
+            return
+        await asyncio.sleep(0)
+
+
+# Responses streams -------------------------------------------------------------
+
+
+def test_response_stream_billed_at_end(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    stream = fake.sync_client().responses.create(
+        model="gpt-4o-mini", input="a b", stream=True
+    )
+
+    first = next(iter(stream))
+    assert first.type == "response.created"
+    assert recorder.only().is_settled is False
+    events = [first, *stream]
+
+    usage = recorder.only().usage
+    assert events[-1].type == "response.completed"
+    assert usage.response_id == events[-1].response.id
+    assert usage.streamed is True
+    assert usage.input_tokens == 2
+    assert usage.output_tokens == REPLY_TOKENS
+    assert usage.status == "completed"
+    assert recorder.only().call.stream is True
+
+
+@pytest.mark.parametrize("status", ["completed", "incomplete", "failed"])
+async def test_async_response_stream_terminals(
+    fake: FakeOpenAI, recorder: RecordingRecorder, status: Any
+) -> None:
+    fake.enqueue(Scenario(status=status))
+
+    stream = await fake.async_client().responses.create(
+        model="gpt-4o-mini", input="a b", stream=True
+    )
+    events = [event async for event in stream]
+
+    assert events[-1].type == f"response.{status}"
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.status == status
+
+
+def test_response_helper_billed_once(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+
+    with client.responses.stream(model="gpt-4o-mini", input="a b c") as stream:
+        final = stream.get_final_response()
+
+    assert len(recorder.begun) == 1
+    assert recorder.only().usage.response_id == final.id
+    assert recorder.only().usage.input_tokens == 3
+
+
+@pytest.mark.parametrize("status", ["incomplete", "failed"])
+def test_response_helper_raises_but_bills(
+    fake: FakeOpenAI, recorder: RecordingRecorder, status: Any
+) -> None:
+    fake.enqueue(Scenario(status=status))
+    client = fake.sync_client()
+
+    with (
+        client.responses.stream(model="gpt-4o-mini", input="a b") as stream,
+        pytest.raises(RuntimeError, match=r"response\.completed"),
+    ):
+        stream.get_final_response()
+
+    assert recorder.only().usage.status == status
+
+
+async def test_async_response_helper_incomplete_bills(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(status="incomplete"))
+    client = fake.async_client()
+
+    async with client.responses.stream(model="gpt-4o-mini", input="a") as stream:
+        with pytest.raises(RuntimeError):
+            await stream.get_final_response()
+
+    assert recorder.only().usage.status == "incomplete"
+
+
+def test_response_error_event_is_stream_error(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="error"))
+
+    events = list(
+        fake.sync_client().responses.create(model="gpt-4o-mini", input="a", stream=True)
+    )
+
+    assert events[-1].type == "error"
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_error"
+    assert unmetered.response_id == events[0].response.id
+
+
+@pytest.mark.parametrize(
+    ("stream_end", "raised"),
+    [("cut", None), ("disconnect", openai.APIConnectionError)],
+)
+def test_cut_response_stream_is_interrupted(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    stream_end: Any,
+    raised: type[Exception] | None,
+) -> None:
+    fake.enqueue(Scenario(stream_end=stream_end))
+    stream = fake.sync_client().responses.create(
+        model="gpt-4o-mini", input="a", stream=True
+    )
+
+    if raised is None:
+        list(stream)
+    else:
+        with pytest.raises(raised):
+            list(stream)
+
+    assert recorder.only().unmetered.reason == "stream_interrupted"
+
+
+def test_stream_failing_after_usage_is_billed(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="late_disconnect"))
+    stream = fake.sync_client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+
+    with pytest.raises(openai.APIConnectionError):
+        list(stream)
+
+    assert recorder.only().usage.input_tokens == 3
+
+
+def test_stream_resume_is_not_billed(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+    created = client.responses.create(model="gpt-4o-mini", input="a b")
+
+    with client.responses.stream(response_id=created.id, starting_after=2) as stream:
+        final = stream.get_final_response()
+
+    assert final.id == created.id
+    assert recorder.only().usage.response_id == created.id
+    assert recorder.only().call.stream is False
+
+
+# Chat and completion streams ---------------------------------------------------
+
+
+def test_chat_stream_usage_is_injected_and_hidden(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    stream_options: Any = {"include_obfuscation": False}
+
+    chunks = list(
+        fake.sync_client().chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options=stream_options,
+        )
+    )
+
+    assert stream_options == {"include_obfuscation": False}
+    sent = fake.requests[-1].body["stream_options"]
+    assert sent == {"include_obfuscation": False, "include_usage": True}
+    assert all(chunk.choices for chunk in chunks)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == REPLY
+    usage = recorder.only().usage
+    assert usage.input_tokens == 3
+    assert usage.output_tokens == REPLY_TOKENS
+    assert usage.response_id == chunks[0].id
+
+
+def test_extra_body_stream_options_get_usage(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    extra_body = {"stream_options": {"include_obfuscation": True}}
+
+    list(
+        fake.sync_client().chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            extra_body=extra_body,
+        )
+    )
+
+    assert extra_body == {"stream_options": {"include_obfuscation": True}}
+    sent = fake.requests[-1].body["stream_options"]
+    assert sent == {"include_obfuscation": True, "include_usage": True}
+    assert recorder.only().usage.input_tokens == 3
+
+
+def test_callers_usage_chunk_is_kept(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    chunks = list(
+        fake.sync_client().chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert recorder.only().usage.output_tokens == chunks[-1].usage.completion_tokens
+
+
+def test_chat_stream_without_injection_is_unmetered(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    reinstall(recorder, inject_stream_usage=False)
+
+    list(
+        fake.sync_client().chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+    )
+
+    assert "stream_options" not in fake.requests[-1].body
+    assert recorder.only().unmetered.reason == "stream_without_usage"
+
+
+def test_chat_helper_billed_once(fake: FakeOpenAI, recorder: RecordingRecorder) -> None:
+    client = fake.sync_client()
+
+    with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as stream:
+        final = stream.get_final_completion()
+
+    assert final.choices[0].message.content == REPLY
+    # The usage chunk was requested by the instrumentation, so it stays hidden.
+    assert final.usage is None
+    assert len(recorder.begun) == 1
+    assert recorder.only().usage.response_id == final.id
+
+
+async def test_async_chat_helper_billed_once(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.async_client()
+
+    async with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=MESSAGES, stream_options={"include_usage": True}
+    ) as stream:
+        final = await stream.get_final_completion()
+
+    assert final.usage is not None
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.input_tokens == final.usage.prompt_tokens
+
+
+def test_chat_error_chunk_is_stream_error(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="error"))
+    stream = fake.sync_client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+
+    with pytest.raises(openai.APIError) as raised:
+        list(stream)
+
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_error"
+    assert unmetered.error is raised.value
+
+
+def test_cut_chat_stream_is_interrupted(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="cut"))
+
+    chunks = list(
+        fake.sync_client().chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+    )
+
+    assert chunks
+    assert recorder.only().unmetered.reason == "stream_interrupted"
+
+
+def test_completion_stream_is_metered(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    chunks = list(
+        fake.sync_client().completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="one two", stream=True
+        )
+    )
+
+    assert all(chunk.choices for chunk in chunks)
+    usage = recorder.only().usage
+    assert usage.endpoint == "completions"
+    assert usage.input_tokens == 2
+    assert usage.response_id == chunks[0].id
+
+
+async def test_async_completion_stream_is_metered(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    stream = await fake.async_client().completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="one two", stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+
+    assert all(chunk.choices for chunk in chunks)
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.input_tokens == 2
+
+
+# Raw stream responses ----------------------------------------------------------
+
+
+def test_raw_stream_billed_after_parse(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    raw = fake.sync_client().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    assert recorder.only().is_settled is False
+
+    chunks = list(raw.parse())
+
+    assert all(chunk.choices for chunk in chunks)
+    assert recorder.only().usage.response_id == chunks[0].id
+
+
+def test_streaming_response_stream_parse(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+
+    with client.responses.with_streaming_response.create(
+        model="gpt-4o-mini", input="a b", stream=True
+    ) as raw:
+        events = list(raw.parse())
+
+    assert recorder.only().usage.response_id == events[-1].response.id
+
+
+def test_streaming_response_lines_billed(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as raw:
+        lines = list(raw.iter_lines())
+
+    assert lines[-2] == "data: [DONE]"
+    assert recorder.only().usage.input_tokens == 3
+
+
+def test_streaming_response_lines_read_partly(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+
+    with client.responses.with_streaming_response.create(
+        model="gpt-4o-mini", input="a b", stream=True
+    ) as raw:
+        next(raw.iter_lines())
+
+    assert recorder.only().unmetered.reason == "stream_interrupted"
+
+
+async def test_async_streaming_response_stream(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.async_client()
+
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as raw:
+        stream = await raw.parse()
+        chunks = [chunk async for chunk in stream]
+
+    assert all(chunk.choices for chunk in chunks)
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.input_tokens == 3
+
+
+# Stopping early ----------------------------------------------------------------
+
+
+def stop_with_break_and_close(stream: Any) -> None:
+    for _chunk in stream:
+        break
+    stream.close()
+
+
+def stop_with_close(stream: Any) -> None:
+    next(stream)
+    stream.close()
+
+
+def stop_with_context_exit(stream: Any) -> None:
+    with stream:
+        next(stream)
+
+
+def stop_by_dropping(stream: Any) -> None:
+    for _chunk in stream:
+        break
+
+
+# The flag of each stop is whether the stream settles only when it is collected.
+EARLY_STOPS: list[Any] = [
+    pytest.param(stop_with_break_and_close, False, id="break-close"),
+    pytest.param(stop_with_close, False, id="close"),
+    pytest.param(stop_with_context_exit, False, id="with-exit"),
+    pytest.param(stop_by_dropping, True, id="garbage-collected"),
+]
+
+
+@pytest.mark.parametrize(("stop", "collects"), EARLY_STOPS)
+def test_early_stop_drains_stream(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    stop: Callable[[Any], None],
+    collects: bool,
+) -> None:
+    stream = fake.sync_client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+
+    stop(stream)
+    assert recorder.only().is_settled is not collects
+    del stream
+    gc.collect()
+
+    usage = recorder.only().usage
+    assert usage.input_tokens == 3
+    assert usage.output_tokens == REPLY_TOKENS
+
+
+@pytest.mark.parametrize(("stop", "collects"), EARLY_STOPS)
+def test_early_stop_without_drain_interrupts(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    stop: Callable[[Any], None],
+    collects: bool,
+) -> None:
+    reinstall(recorder, drain_on_close=False)
+    stream = fake.sync_client().responses.create(
+        model="gpt-4o-mini", input="a", stream=True
+    )
+
+    stop(stream)
+    assert recorder.only().is_settled is not collects
+    del stream
+    gc.collect()
+
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert unmetered.response_id is not None
+
+
+def test_early_stop_after_usage_bills(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    stream = fake.sync_client().chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+
+    for chunk in stream:
+        if chunk.usage is not None:
+            break
+    stream.close()
+
+    assert recorder.only().usage.input_tokens == 3
+
+
+def test_response_helper_break_drains(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+
+    with client.responses.stream(model="gpt-4o-mini", input="a b") as stream:
+        for _event in stream:
+            break
+        assert recorder.only().is_settled is False
+
+    assert recorder.only().usage.input_tokens == 2
+
+
+async def stop_async_with_break_and_close(stream: Any) -> None:
+    async for _chunk in stream:
+        break
+    await stream.close()
+
+
+async def stop_async_with_close(stream: Any) -> None:
+    await stream.__anext__()
+    await stream.close()
+
+
+async def stop_async_with_context_exit(stream: Any) -> None:
+    async with stream:
+        await stream.__anext__()
+
+
+ASYNC_EARLY_STOPS: list[Any] = [
+    pytest.param(stop_async_with_break_and_close, id="break-close"),
+    pytest.param(stop_async_with_close, id="close"),
+    pytest.param(stop_async_with_context_exit, id="with-exit"),
+]
+
+
+@pytest.mark.parametrize("stop", ASYNC_EARLY_STOPS)
+async def test_async_early_stop_drains_stream(
+    fake: FakeOpenAI, recorder: RecordingRecorder, stop: Callable[[Any], Any]
+) -> None:
+    stream = await fake.async_client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+
+    await stop(stream)
+
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.output_tokens == REPLY_TOKENS
+
+
+@pytest.mark.parametrize("stop", ASYNC_EARLY_STOPS)
+async def test_async_early_stop_without_drain(
+    fake: FakeOpenAI, recorder: RecordingRecorder, stop: Callable[[Any], Any]
+) -> None:
+    reinstall(recorder, drain_on_close=False)
+    stream = await fake.async_client().responses.create(
+        model="gpt-4o-mini", input="a", stream=True
+    )
+
+    await stop(stream)
+
+    assert recorder.only().method == "afinish"
+    assert recorder.only().unmetered.reason == "stream_interrupted"
+
+
+async def test_async_dropped_stream_is_interrupted(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    stream = await fake.async_client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+
+    async for _chunk in stream:
+        break
+    assert recorder.only().is_settled is False
+    del stream
+    await settle_async(recorder)
+
+    # A finalizer cannot await the rest of an async stream, so it is not drained.
+    assert recorder.only().method == "afinish"
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert unmetered.response_id is not None
+
+
+async def test_async_dropped_stream_after_usage_bills(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    stream = await fake.async_client().responses.create(
+        model="gpt-4o-mini", input="a b", stream=True
+    )
+
+    async for event in stream:
+        if event.type == "response.completed":
+            break
+    del stream
+    await settle_async(recorder)
+
+    assert recorder.only().usage.input_tokens == 2
+
+
+async def test_async_response_helper_break_drains(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.async_client()
+
+    async with client.responses.stream(model="gpt-4o-mini", input="a b") as stream:
+        async for _event in stream:
+            break
+
+    assert recorder.only().usage.input_tokens == 2
