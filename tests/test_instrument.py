@@ -748,3 +748,43 @@ def test_websocket_connect_is_not_metered(
     assert len(warnings) == 1
     assert recorder.begun == []
     assert fake.requests == []
+
+
+def test_logs_leave_out_content_and_keys(
+    fake: FakeOpenAI, recorder: RecordingRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompt = "zebra quartz prompt"
+    client = fake.sync_client()
+    fake.enqueue(
+        Scenario(usage_patch={"prompt_tokens": "3"}),
+        Scenario(status_code=400),
+        Scenario(stream_end="error"),
+    )
+
+    with caplog.at_level(logging.DEBUG, logger="blnk_meter"):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}]
+        )
+        with pytest.raises(openai.BadRequestError):
+            client.responses.create(model="gpt-4o-mini", input=prompt)
+        with pytest.raises(openai.APIError):
+            list(
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": prompt}],
+                    stream=True,
+                )
+            )
+        list(client.responses.create(model="gpt-4o-mini", input=prompt, stream=True))
+
+    logged = "\n".join(
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("blnk_meter")
+    )
+    assert "/chat/completions" in logged
+    assert prompt not in logged
+    assert REPLY not in logged
+    assert "The fake provider" not in logged
+    assert client.api_key not in logged
+    assert len(recorder.records) == 4

@@ -115,7 +115,7 @@ class MeteredCall:
         """Report to ``cancel`` that the call failed before any usage."""
         if not self._settle():
             return
-        logger.debug("call to %s failed before any usage: %r", self.call.path, error)
+        _log_cancel(self.call, error)
         try:
             self._recorder.cancel(self._token, error)
         except Exception:
@@ -125,7 +125,7 @@ class MeteredCall:
         """Report to ``acancel`` that the call failed before any usage."""
         if not self._settle():
             return
-        logger.debug("call to %s failed before any usage: %r", self.call.path, error)
+        _log_cancel(self.call, error)
         try:
             await self._recorder.acancel(self._token, error)
         except Exception:
@@ -161,6 +161,14 @@ def _start_task(coroutine: Coroutine[Any, Any, None]) -> None:
 def _log_outcome(outcome: CallOutcome) -> None:
     if isinstance(outcome, UnmeteredCall):
         logger.debug("call to %s not metered (%s)", outcome.call.path, outcome.reason)
+
+
+def _log_cancel(call: ProviderCall, error: BaseException | None) -> None:
+    # The error's message may quote the provider's answer, so only its type
+    # is logged.
+    logger.debug(
+        "call to %s failed before any usage (%s)", call.path, type(error).__name__
+    )
 
 
 def _log_recorder_error(method: str, call: ProviderCall) -> None:
