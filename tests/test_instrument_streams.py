@@ -381,6 +381,20 @@ def test_raw_stream_billed_after_parse(
     assert recorder.only().usage.response_id == chunks[0].id
 
 
+def test_dropped_raw_stream_is_interrupted(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    raw = fake.sync_client().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+
+    del raw
+    gc.collect()
+
+    assert recorder.only().method == "finish"
+    assert recorder.only().unmetered.reason == "stream_interrupted"
+
+
 def test_streaming_response_stream_parse(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:

@@ -9,6 +9,7 @@ the capture that hands the wrappers the JSON the SDK decoded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Coroutine, Iterator
@@ -76,7 +77,10 @@ class MeteredCall:
         self._settle_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         if call.is_async:
-            self._loop = asyncio.get_running_loop()
+            # An async client may run under another event loop than asyncio's
+            # (trio, through anyio); finalizers then settle with ``finish``.
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
 
     @property
     def is_settled(self) -> bool:
@@ -164,8 +168,8 @@ def _log_outcome(outcome: CallOutcome) -> None:
 
 
 def _log_cancel(call: ProviderCall, error: BaseException | None) -> None:
-    # The error's message may quote the provider's answer, so only its type
-    # is logged.
+    # The error's message may quote the provider's response, so only its
+    # type is logged.
     logger.debug(
         "call to %s failed before any usage (%s)", call.path, type(error).__name__
     )
