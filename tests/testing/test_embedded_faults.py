@@ -257,3 +257,22 @@ def test_invalid_fault_arguments_raise(
 ) -> None:
     with pytest.raises(ConfigurationError):
         arm(ledger.faults)
+
+
+def test_admin_path_requires_api_key() -> None:
+    with EmbeddedLedger(api_key="test-master-key") as ledger, ledger.serve() as server:
+        arm = {"fail_next": {"n": 1}}
+        anonymous = httpx.post(f"{server.url}/_embedded/faults", json=arm)
+        pending_after_anonymous = ledger.faults.pending()
+        keyed = httpx.post(
+            f"{server.url}/_embedded/faults",
+            json=arm,
+            headers={"X-Blnk-Key": "test-master-key"},
+        )
+        pending_after_keyed = ledger.faults.pending()
+
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error_detail"]["code"] == "AUTH_MISSING_API_KEY"
+    assert pending_after_anonymous == []
+    assert keyed.status_code == 200
+    assert pending_after_keyed[0]["kind"] == "fail"

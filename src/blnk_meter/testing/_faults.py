@@ -2,8 +2,9 @@
 
 Faults are counted, not random: ``fail_next(2)`` fails exactly the next two
 matching requests. They act at the network edge, so
-:meth:`EmbeddedLedger.handle` and the convenience methods that call it never
-see them. The same controls are reachable over HTTP at ``/_embedded/faults``.
+:meth:`EmbeddedLedger.handle` and the convenience methods that call it are not
+affected. The same controls are reachable over HTTP at ``/_embedded/faults``,
+behind the ledger's API key when it has one.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError
 from ._apierror import ApiError, error_body
 
-__all__ = ["ADMIN_PATH", "JSON_HEADERS", "FaultPlan", "Faults", "RawResponse"]
+__all__ = ["ADMIN_PATH", "JSON_HEADERS", "Admin", "FaultPlan", "Faults", "RawResponse"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,12 @@ ADMIN_PATH = "/_embedded/faults"
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 RawResponse = tuple[int, dict[str, str], bytes]
+
+Admin = Callable[
+    [str, Mapping[str, str], bytes], tuple[RawResponse, Callable[[], None] | None]
+]
+"""Serves the fault controls: method, headers and body in; response and
+outage action out."""
 
 
 @dataclass

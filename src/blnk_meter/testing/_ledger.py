@@ -193,7 +193,11 @@ class EmbeddedLedger(ConvenienceMixin):
         return error.status, dict(JSON_HEADERS), error_body(error)
 
     def _authenticate(self, request: Request, headers: Mapping[str, str]) -> None:
-        if self._api_key is None or request.segments in _OPEN_PATHS:
+        if request.segments not in _OPEN_PATHS:
+            self._check_key(headers)
+
+    def _check_key(self, headers: Mapping[str, str]) -> None:
+        if self._api_key is None:
             return
         key = _header(headers, "x-blnk-key")
         if not key:
@@ -202,6 +206,16 @@ class EmbeddedLedger(ConvenienceMixin):
             )
         if not hmac.compare_digest(key.encode(), self._api_key.encode()):
             raise ApiError("AUTH_INVALID_API_KEY", "Invalid API key")
+
+    def _admin(
+        self, method: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[RawResponse, Callable[[], None] | None]:
+        """Serve the fault controls to clients that hold the API key, if any."""
+        try:
+            self._check_key(headers)
+        except ApiError as exc:
+            return (exc.status, dict(JSON_HEADERS), error_body(exc)), None
+        return self.faults.admin(method, body)
 
     def _dispatch(self, request: Request) -> RawResponse:
         for route in _ALL_ROUTES:
@@ -248,11 +262,11 @@ class EmbeddedLedger(ConvenienceMixin):
 
     def transport(self) -> httpx.BaseTransport:
         """Return an httpx transport that reaches this ledger without sockets."""
-        return LedgerTransport(self.handle, self.faults)
+        return LedgerTransport(self.handle, self.faults, self._admin)
 
     def async_transport(self) -> httpx.AsyncBaseTransport:
         """Return an asyncio httpx transport to this ledger, without sockets."""
-        return AsyncLedgerTransport(self.handle, self.faults)
+        return AsyncLedgerTransport(self.handle, self.faults, self._admin)
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> LedgerServer:
         """Start a real HTTP server for this ledger in background threads.
@@ -264,7 +278,7 @@ class EmbeddedLedger(ConvenienceMixin):
         Returns:
             The server, already listening; see ``server.url``.
         """
-        server = LedgerServer(self.handle, self.faults, host, port)
+        server = LedgerServer(self.handle, self.faults, self._admin, host, port)
         self._servers.append(server)
         return server
 

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
-from ._faults import ADMIN_PATH, Faults, RawResponse
+from ._faults import ADMIN_PATH, Admin, Faults, RawResponse
 
 __all__ = ["LedgerServer"]
 
@@ -61,7 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _serve_admin(self, body: bytes) -> None:
-        response, after = self.server.faults.admin(self.command, body)
+        headers = dict(self.headers.items())
+        response, after = self.server.admin(self.command, headers, body)
         if after is not None:
             # Go down before responding, so the client's next request is
             # refused, but keep this connection open for the response.
@@ -116,9 +117,12 @@ class LedgerServer:
         faults: the faults it applies, shared with the ledger.
     """
 
-    def __init__(self, handle: Handle, faults: Faults, host: str, port: int) -> None:
+    def __init__(
+        self, handle: Handle, faults: Faults, admin: Admin, host: str, port: int
+    ) -> None:
         self.handle = handle
         self.faults = faults
+        self.admin = admin
         self.host = host
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()

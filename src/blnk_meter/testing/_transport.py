@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from ._faults import ADMIN_PATH, Faults, RawResponse
+from ._faults import ADMIN_PATH, Admin, Faults, RawResponse
 
 __all__ = ["AsyncLedgerTransport", "LedgerTransport"]
 
@@ -48,16 +48,17 @@ def _dropped(request: httpx.Request) -> httpx.RemoteProtocolError:
 class LedgerTransport(httpx.BaseTransport):
     """A synchronous transport to an embedded ledger in this process."""
 
-    def __init__(self, handle: Handle, faults: Faults) -> None:
+    def __init__(self, handle: Handle, faults: Faults, admin: Admin) -> None:
         self._handle = handle
         self._faults = faults
+        self._admin = admin
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request to the ledger, applying the injected faults."""
         body = request.read()
         target, path = _target(request)
         if path == ADMIN_PATH:
-            response, after = self._faults.admin(request.method, body)
+            response, after = self._admin(request.method, request.headers, body)
             if after is not None:
                 after()
             return _response(request, response)
@@ -81,16 +82,17 @@ class AsyncLedgerTransport(httpx.AsyncBaseTransport):
     database never stalls the event loop.
     """
 
-    def __init__(self, handle: Handle, faults: Faults) -> None:
+    def __init__(self, handle: Handle, faults: Faults, admin: Admin) -> None:
         self._handle = handle
         self._faults = faults
+        self._admin = admin
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request to the ledger, applying the injected faults."""
         body = await request.aread()
         target, path = _target(request)
         if path == ADMIN_PATH:
-            response, after = self._faults.admin(request.method, body)
+            response, after = self._admin(request.method, request.headers, body)
             if after is not None:
                 after()
             return _response(request, response)
