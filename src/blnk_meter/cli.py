@@ -1,0 +1,102 @@
+"""The ``blnk-meter`` command line.
+
+``blnk-meter demo`` runs metered OpenAI calls against an embedded ledger and
+prints balances that reconcile. ``blnk-meter ledger serve`` runs the embedded
+Blnk-compatible ledger as an HTTP server for examples and integration tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blnk-meter",
+        description="Meter OpenAI usage per customer into the Blnk ledger.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the level of blnk_meter log lines written to stderr (default: WARNING)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run metered OpenAI calls against an embedded ledger and reconcile",
+        description=(
+            "Create an embedded ledger with a prepaid and a postpaid customer, run "
+            "metered OpenAI calls through the real SDK and print balances that "
+            "reconcile. The calls go to canned provider responses, or to the real "
+            "OpenAI API when OPENAI_API_KEY is set and --canned is not given."
+        ),
+    )
+    demo.add_argument(
+        "--canned",
+        action="store_true",
+        help="use canned provider responses even when OPENAI_API_KEY is set",
+    )
+
+    ledger = commands.add_parser(
+        "ledger", help="run the embedded Blnk-compatible ledger"
+    )
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    serve = ledger_commands.add_parser(
+        "serve",
+        help="serve the embedded ledger over HTTP",
+        description=(
+            "Serve the embedded Blnk-compatible ledger over HTTP until interrupted. "
+            "Set BLNK_API_KEY in the environment to require that X-Blnk-Key."
+        ),
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=5001, help="TCP port (default: 5001)"
+    )
+    serve.add_argument(
+        "--db",
+        default=None,
+        help="SQLite file that keeps the ledger across restarts (default: in memory)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status."""
+    args = _parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("blnk_meter")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(args.log_level)
+
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        return run_demo(
+            use_real_api=bool(os.environ.get("OPENAI_API_KEY")) and not args.canned
+        )
+
+    from .testing import serve_forever
+
+    serve_forever(args.host, args.port, args.db, os.environ.get("BLNK_API_KEY") or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
