@@ -16,12 +16,13 @@ import httpx
 
 from ..errors import ConfigurationError
 from ._apierror import ApiError, error_body
+from ._balance_routes import BALANCE_ROUTES
 from ._client import ConvenienceMixin
 from ._faults import JSON_HEADERS, Faults, RawResponse
-from ._filters import register_functions
 from ._queue import has_due_work, run_next
 from ._routes import ROUTES, Request, Route, parse_target
 from ._server import LedgerServer
+from ._sqlfunctions import register_functions
 from ._store import Store
 from ._transport import AsyncLedgerTransport, LedgerTransport
 from ._txn_routes import TXN_ROUTES
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 QueueMode = Literal["immediate", "manual"]
 
-_ALL_ROUTES: list[Route] = [*ROUTES, *TXN_ROUTES]
+_ALL_ROUTES: list[Route] = [*ROUTES, *BALANCE_ROUTES, *TXN_ROUTES]
 _OPEN_PATHS: tuple[list[str], ...] = ([], ["health"])
 
 
