@@ -260,6 +260,12 @@ class BlnkClient:
         """Close the HTTP connections."""
         self._http.close()
 
+    def __enter__(self) -> BlnkClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class AsyncBlnkClient:
     """An asynchronous Blnk API client; the arguments match :class:`BlnkClient`."""
@@ -298,6 +304,12 @@ class AsyncBlnkClient:
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncBlnkClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def _drop_none(**fields: Any) -> dict[str, Any]:

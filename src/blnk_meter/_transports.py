@@ -347,6 +347,12 @@ class HttpxTransport:
         """Close the HTTP connections."""
         self._client.close()
 
+    def __enter__(self) -> HttpxTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class AsyncHttpxTransport:
     """Deliver postings to a Blnk server over HTTP from async code.
@@ -392,6 +398,12 @@ class AsyncHttpxTransport:
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncHttpxTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def _movement(leg: Leg) -> tuple[str, str, str, int]:
