@@ -103,7 +103,7 @@ def test_sync_calls_of_every_shape_reconcile(
         assert completion.usage is not None
         reported.append(completion.usage.total_tokens)
 
-        # No include_usage: blnk_meter asks for it and hides the extra chunk.
+        # Without include_usage, blnk_meter requests it and hides the extra chunk.
         stream = sdk.chat.completions.create(
             model="gpt-4o-mini",
             messages=[{"role": "user", "content": "four words of input"}],

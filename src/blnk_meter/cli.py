@@ -28,9 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default="WARNING",
+        default=None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="the level of blnk_meter log lines written to stderr (default: WARNING)",
+        help=(
+            "the level of blnk_meter log lines written to stderr "
+            "(default: INFO for 'ledger serve', WARNING otherwise)"
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -83,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     package_logger = logging.getLogger("blnk_meter")
     package_logger.addHandler(handler)
-    package_logger.setLevel(args.log_level)
+    default_level = "INFO" if args.command == "ledger" else "WARNING"
+    package_logger.setLevel(args.log_level or default_level)
 
     if args.command == "demo":
         from ._demo import run_demo

@@ -1,0 +1,122 @@
+"""The ``blnk-meter`` command, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+import blnk_meter
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "blnk_meter.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def offline_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("BLNK_API_KEY", None)
+    return env
+
+
+def test_demo_reconciles_offline() -> None:
+    result = run_cli("demo", env=offline_env())
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "canned OpenAI responses" in result.stdout
+    assert "Reconciled to the minor unit." in result.stdout
+    assert "MISMATCH" not in result.stdout
+    assert "0 failures" in result.stdout
+
+
+def test_demo_canned_flag_ignores_api_key() -> None:
+    env = offline_env()
+    env["OPENAI_API_KEY"] = "sk-test-never-used"
+
+    result = run_cli("demo", "--canned", env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "canned OpenAI responses" in result.stdout
+    assert "sk-test-never-used" not in result.stdout + result.stderr
+
+
+def test_version_flag_prints_version() -> None:
+    result = run_cli("--version")
+
+    assert result.returncode == 0
+    assert blnk_meter.__version__ in result.stdout
+
+
+def test_missing_command_exits_with_usage() -> None:
+    result = run_cli()
+
+    assert result.returncode == 2
+    assert "usage: blnk-meter" in result.stderr
+
+
+def test_ledger_serve_runs_until_sigterm(tmp_path: Path) -> None:
+    env = offline_env()
+    env["BLNK_API_KEY"] = "serve-secret"
+    database = tmp_path / "ledger.db"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "blnk_meter.cli",
+            "ledger",
+            "serve",
+            "--port",
+            "0",
+            "--db",
+            str(database),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        url = match.group(1)
+
+        denied = httpx.post(f"{url}/ledgers", json={"name": "x"})
+        created = httpx.post(
+            f"{url}/ledgers", json={"name": "x"}, headers={"X-Blnk-Key": "serve-secret"}
+        )
+        assert denied.status_code == 401
+        assert created.status_code == 201
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+
+    assert process.returncode == 0
+    assert "stopped" in errors
+    assert "serve-secret" not in line + errors
+    assert database.exists()
+
+
+def test_console_script_installed() -> None:
+    script = Path(sys.executable).parent / "blnk-meter"
+
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0
+    assert result.stdout.startswith("blnk-meter ")
