@@ -165,7 +165,28 @@ def _decode(request: ApiRequest, response: httpx.Response) -> Any:
     )
 
 
-class BlnkClient:
+class _ClientBase:
+    """What the sync and async clients share: the address and a key-free repr."""
+
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._has_key = bool(api_key)
+
+    def __repr__(self) -> str:
+        key = "<set>" if self._has_key else None
+        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={key})"
+
+    def _http_options(
+        self, api_key: str | None, timeout: float | httpx.Timeout
+    ) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "headers": _headers(api_key),
+            "timeout": timeout,
+        }
+
+
+class BlnkClient(_ClientBase):
     """A synchronous Blnk API client.
 
     Args:
@@ -184,18 +205,10 @@ class BlnkClient:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         http_transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._has_key = bool(api_key)
+        super().__init__(base_url, api_key)
         self._http = httpx.Client(
-            base_url=self.base_url,
-            headers=_headers(api_key),
-            timeout=timeout,
-            transport=http_transport,
+            **self._http_options(api_key, timeout), transport=http_transport
         )
-
-    def __repr__(self) -> str:
-        key = "<set>" if self._has_key else None
-        return f"BlnkClient(base_url={self.base_url!r}, api_key={key})"
 
     def call(self, request: ApiRequest) -> Any:
         """Send one request and return its decoded JSON answer.
@@ -267,7 +280,7 @@ class BlnkClient:
         self.close()
 
 
-class AsyncBlnkClient:
+class AsyncBlnkClient(_ClientBase):
     """An asynchronous Blnk API client; the arguments match :class:`BlnkClient`."""
 
     def __init__(
@@ -278,18 +291,10 @@ class AsyncBlnkClient:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._has_key = bool(api_key)
+        super().__init__(base_url, api_key)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=_headers(api_key),
-            timeout=timeout,
-            transport=http_transport,
+            **self._http_options(api_key, timeout), transport=http_transport
         )
-
-    def __repr__(self) -> str:
-        key = "<set>" if self._has_key else None
-        return f"AsyncBlnkClient(base_url={self.base_url!r}, api_key={key})"
 
     async def call(self, request: ApiRequest) -> Any:
         """Send one request; see :meth:`BlnkClient.call`."""

@@ -292,7 +292,24 @@ def _balance_id(
     return accounts[key]
 
 
-class HttpxTransport:
+class _HttpDelivery:
+    """The retry settings and account cache the HTTP transports share."""
+
+    _client: BlnkClient | AsyncBlnkClient
+
+    def __init__(self, retry: RetryPolicy | None) -> None:
+        self._retry = retry or RetryPolicy()
+        # Indicator balances resolved to ids, for checking duplicate legs.
+        self._accounts: dict[tuple[str, str], str | None] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._client!r})"
+
+    def _deliver(self, posting: Posting) -> Generator[_Step, Any, Delivery]:
+        return _deliver(posting, self._retry, self._accounts)
+
+
+class HttpxTransport(_HttpDelivery):
     """Deliver postings to a Blnk server over HTTP, synchronously.
 
     Args:
@@ -303,6 +320,8 @@ class HttpxTransport:
         http_transport: an httpx transport to use instead of the network,
             such as an embedded ledger's in-process transport.
     """
+
+    _client: BlnkClient
 
     def __init__(
         self,
@@ -316,11 +335,7 @@ class HttpxTransport:
         self._client = BlnkClient(
             base_url, api_key=api_key, timeout=timeout, http_transport=http_transport
         )
-        self._retry = retry or RetryPolicy()
-        self._accounts: dict[tuple[str, str], str | None] = {}
-
-    def __repr__(self) -> str:
-        return f"HttpxTransport({self._client!r})"
+        super().__init__(retry)
 
     @property
     def client(self) -> BlnkClient:
@@ -329,7 +344,7 @@ class HttpxTransport:
 
     def send(self, posting: Posting) -> Delivery:
         """Deliver one posting; see :meth:`Transport.send`."""
-        steps = _deliver(posting, self._retry, self._accounts)
+        steps = self._deliver(posting)
         answer: Any = None
         failure: LedgerError | None = None
         while not isinstance(step := _advance(steps, answer, failure), Delivery):
@@ -354,12 +369,14 @@ class HttpxTransport:
         self.close()
 
 
-class AsyncHttpxTransport:
+class AsyncHttpxTransport(_HttpDelivery):
     """Deliver postings to a Blnk server over HTTP from async code.
 
     The arguments match :class:`HttpxTransport`; ``http_transport`` is an
     ``httpx.AsyncBaseTransport``.
     """
+
+    _client: AsyncBlnkClient
 
     def __init__(
         self,
@@ -373,15 +390,11 @@ class AsyncHttpxTransport:
         self._client = AsyncBlnkClient(
             base_url, api_key=api_key, timeout=timeout, http_transport=http_transport
         )
-        self._retry = retry or RetryPolicy()
-        self._accounts: dict[tuple[str, str], str | None] = {}
-
-    def __repr__(self) -> str:
-        return f"AsyncHttpxTransport({self._client!r})"
+        super().__init__(retry)
 
     async def asend(self, posting: Posting) -> Delivery:
         """Deliver one posting; see :meth:`Transport.send`."""
-        steps = _deliver(posting, self._retry, self._accounts)
+        steps = self._deliver(posting)
         answer: Any = None
         failure: LedgerError | None = None
         while not isinstance(step := _advance(steps, answer, failure), Delivery):
