@@ -229,6 +229,24 @@ def test_unpriced_event_flagged_in_meta_data() -> None:
     assert posting.legs[0].meta_data["cost"] == "0"
 
 
+def test_tool_usage_kept_in_meta_data() -> None:
+    tools = {"web_search": {"num_requests": 2}}
+    posting = build_posting(
+        make_event(make_usage(tool_usage=tools), Wallet("bln_x")), MoneyMap()
+    )
+
+    assert posting is not None
+    assert all(leg.meta_data["tool_usage"] == tools for leg in posting.legs)
+    assert (
+        "tool_usage"
+        not in build_posting(  # type: ignore[union-attr]
+            make_event(make_usage(), Wallet("bln_x")), MoneyMap()
+        )
+        .legs[0]
+        .meta_data
+    )
+
+
 def test_empty_usage_builds_nothing() -> None:
     usage = make_usage(input_tokens=0, output_tokens=0)
 

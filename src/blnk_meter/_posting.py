@@ -346,6 +346,9 @@ def _meta_data(event: UsageEvent) -> dict[str, Any]:
         meta["response_status"] = usage.status
     if usage.streamed:
         meta["streamed"] = True
+    if usage.tool_usage:
+        # Hosted-tool usage is not priced yet; it is kept for reconciliation.
+        meta["tool_usage"] = usage.tool_usage
     charge = event.charge
     if charge is None:
         meta["unpriced"] = True
