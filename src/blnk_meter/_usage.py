@@ -53,6 +53,8 @@ class ProviderCall:
             be an alias (``gpt-4o``) of the snapshot that serves it.
         stream: whether the caller asked for a server-sent event stream.
         is_async: whether an async client made the request.
+        is_azure: whether an Azure OpenAI client made the request; its
+            ``model`` field is then a deployment name, not a model name.
     """
 
     endpoint: Endpoint
@@ -61,6 +63,7 @@ class ProviderCall:
     requested_model: str | None
     stream: bool
     is_async: bool
+    is_azure: bool = False
 
 
 class Usage(BaseModel):
