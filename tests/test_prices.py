@@ -870,3 +870,58 @@ def test_genai_book_without_package_explains_install(
 
     assert "genai-prices" in str(excinfo.value)
     assert "pip install 'blnk-meter[genai-prices]'" in str(excinfo.value)
+
+
+def test_override_family_reprices_listed_snapshots() -> None:
+    book = PriceBook.default().with_prices(
+        {"gpt-4o-mini": {"input": "0.30", "cached_input": "0.15", "output": "1.20"}}
+    )
+
+    resolved = book.resolve("gpt-4o-mini-2024-07-18")
+
+    assert resolved.price.input == Decimal("0.30")
+    assert resolved.price.output == Decimal("1.20")
+    assert resolved.via_family is False
+
+
+def test_override_keeps_snapshot_listed_with_it() -> None:
+    book = PriceBook.default().with_prices(
+        {
+            "gpt-4o": {"input": "1", "output": "2"},
+            "gpt-4o-2024-05-13": {"input": "5", "output": "15"},
+        }
+    )
+
+    assert book.resolve("gpt-4o-2024-08-06").price.input == Decimal("1")
+    assert book.resolve("gpt-4o-2024-05-13").price.input == Decimal("5")
+    assert PriceBook.default().resolve("gpt-4o-2024-08-06").price.input == Decimal(
+        "2.5"
+    )
+
+
+def test_fine_tuned_override_reprices_snapshots() -> None:
+    base = PriceBook(
+        fine_tuned={
+            "gpt-4o-mini": {"input": "0.3", "output": "1.2"},
+            "gpt-4o-mini-2024-07-18": {"input": "0.3", "output": "1.2"},
+        }
+    )
+
+    book = base.with_prices(
+        {}, fine_tuned={"gpt-4o-mini": {"input": "1", "output": "1"}}
+    )
+
+    resolved = book.resolve("ft:gpt-4o-mini-2024-07-18:acme::abc")
+    assert resolved.fine_tuned is True
+    assert resolved.price.input == Decimal("1")
+
+
+def test_price_file_rejects_repeated_model(tmp_path: Path) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(
+        '{"currency": "USD", "models": {'
+        '"m": {"input": "1", "output": "1"}, "m": {"input": "2", "output": "2"}}}'
+    )
+
+    with pytest.raises(ConfigurationError, match="'m' appears twice"):
+        PriceBook.from_file(path)

@@ -259,6 +259,19 @@ def _snapshot_family(model: str) -> str | None:
     return match.group("family") if match else None
 
 
+def _overlay(
+    table: Mapping[str, ModelPrice], overrides: Mapping[str, ModelPrice]
+) -> dict[str, ModelPrice]:
+    """Apply overrides, repricing the listed snapshots of overridden families."""
+    merged = dict(table)
+    for name in table:
+        family = _snapshot_family(name)
+        if family in overrides and name not in overrides:
+            merged[name] = overrides[family]
+    merged.update(overrides)
+    return merged
+
+
 def _price_table(
     entries: Mapping[str, PriceEntry] | None, table: str
 ) -> dict[str, ModelPrice]:
@@ -512,6 +525,10 @@ class PriceBook:
     ) -> PriceBook:
         """Return a new book with models added or replaced.
 
+        Overriding a family name also reprices the dated snapshots of that
+        family that this book lists, because the provider reports the
+        snapshot it served (``gpt-4o-mini-2024-07-18``), not the alias. To
+        keep a snapshot's own rate, list the snapshot in ``overrides`` too.
         The new book keeps this book's currency, ``source`` and ``as_of``.
 
         Args:
@@ -523,8 +540,8 @@ class PriceBook:
             TypeError: a rate is a float or not a number.
             ConfigurationError: a name or rate is invalid.
         """
-        models = {**self._models, **_price_table(overrides, "overrides")}
-        tuned = {**self._fine_tuned, **_price_table(fine_tuned, "fine_tuned")}
+        models = _overlay(self._models, _price_table(overrides, "overrides"))
+        tuned = _overlay(self._fine_tuned, _price_table(fine_tuned, "fine_tuned"))
         return self._derive(models, tuned)
 
     def with_markup(self, factor: Rate) -> PriceBook:
@@ -713,7 +730,22 @@ def _reject_json_constant(name: str) -> Decimal:
 
 def _parse_price_json(text: str) -> Any:
     # parse_float keeps JSON numbers exact, so no rate ever passes through a float.
-    return json.loads(text, parse_float=Decimal, parse_constant=_reject_json_constant)
+    return json.loads(
+        text,
+        parse_float=Decimal,
+        parse_constant=_reject_json_constant,
+        object_pairs_hook=_unique_keys,
+    )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A repeated model name would otherwise keep its last price without a word.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice; keep one entry")
+        result[key] = value
+    return result
 
 
 @functools.cache
