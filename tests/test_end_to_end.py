@@ -352,3 +352,50 @@ def test_openai_error_posts_nothing(server: LedgerServer, fake: FakeOpenAI) -> N
     assert meter.stats.calls == 1
     assert meter.stats.posted == 0
     assert meter.failures == []
+
+
+def test_wallet_lookup_failure_sends_nothing(
+    server: LedgerServer, fake: FakeOpenAI
+) -> None:
+    def lookup(customer: str) -> Wallet:
+        raise ConnectionError("wallet database down")
+
+    meter = Meter(HttpxTransport(server.url, api_key=BLNK_KEY), wallets=lookup)
+    blnk_meter.configure(meter)
+    sdk = fake.sync_client()
+
+    with metered(customer="acme"), pytest.raises(errors.WalletLookupError):
+        sdk.responses.create(model="gpt-4o-mini", input="who pays?")
+
+    assert fake.requests == []
+
+
+def test_closed_meter_sends_nothing(server: LedgerServer, fake: FakeOpenAI) -> None:
+    meter = make_meter(server, {})
+    meter.close()
+    sdk = fake.sync_client()
+
+    with (
+        metered(customer="acme"),
+        pytest.raises(errors.ConfigurationError, match="closed"),
+    ):
+        sdk.responses.create(model="gpt-4o-mini", input="too late")
+
+    assert fake.requests == []
+
+
+def test_tool_usage_reaches_ledger(
+    server: LedgerServer, client: BlnkClient, fake: FakeOpenAI
+) -> None:
+    make_meter(server, {})
+    tools = {"web_search": {"num_requests": 2}}
+    fake.enqueue(Scenario(tool_usage=tools))
+    sdk = fake.sync_client()
+
+    with metered(customer="acme"):
+        sdk.responses.create(model="gpt-4o-mini", input="search the web")
+
+    legs = ledger_legs(client, "acme")
+    assert len(legs) == 2
+    for leg in legs:
+        assert leg["meta_data"]["tool_usage"]["web_search"]["num_requests"] == 2

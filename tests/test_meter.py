@@ -241,7 +241,9 @@ def test_undelivered_posting_kept_and_retried() -> None:
     assert meter.retry_undelivered() == 1
     assert meter.failures == []
     assert len(transport.memory.postings) == 1
-    assert meter.stats.undelivered == 0
+    assert meter.stats.undelivered == 1
+    assert meter.stats.retried == 1
+    assert meter.stats.posted == 1
 
 
 def test_retry_undelivered_keeps_failing_posting() -> None:
@@ -384,4 +386,120 @@ def test_meter_repr_hides_api_key() -> None:
 
     assert "sk-blnk-secret-value" not in repr(meter)
     assert "<set>" in repr(meter)
+    meter.close()
+
+
+def test_wallet_function_failure_stops_call() -> None:
+    def lookup(customer: str) -> Wallet:
+        raise ConnectionError("wallet database down")
+
+    meter = Meter(MemoryTransport(), prices=BOOK, wallets=lookup)
+
+    with pytest.raises(errors.WalletLookupError, match="'acme'") as caught:
+        meter.begin(CALL, ACME)
+
+    assert isinstance(caught.value.__cause__, ConnectionError)
+    assert meter.stats.calls == 0
+
+
+def test_wallet_mapping_checked_at_construction() -> None:
+    with pytest.raises(errors.ConfigurationError, match="Wallet"):
+        Meter(MemoryTransport(), prices=BOOK, wallets={"acme": "bln_x"})  # type: ignore[dict-item]
+    with pytest.raises(errors.InvalidCustomerError):
+        Meter(MemoryTransport(), prices=BOOK, wallets={"bad id": Wallet("bln_x")})
+
+
+def test_closed_meter_stops_calls() -> None:
+    meter = Meter(MemoryTransport(), prices=BOOK)
+    meter.close()
+
+    with pytest.raises(errors.ConfigurationError, match="closed"):
+        meter.begin(CALL, ACME)
+
+
+def test_azure_deployment_skips_price_check() -> None:
+    transport = MemoryTransport()
+    meter = Meter(transport, prices=BOOK)
+    call = ProviderCall(
+        "chat.completions",
+        "POST",
+        "/chat/completions",
+        "my-deployment",
+        False,
+        False,
+        True,
+    )
+
+    token = meter.begin(call, ACME)
+    assert token is not None
+    meter.finish(
+        token, make_usage(endpoint="chat.completions", requested_model="my-deployment")
+    )
+
+    assert transport.postings[0].legs[0].meta_data["requested_model"] == "my-deployment"
+    assert transport.postings[0].legs[0].meta_data["model"] == "gpt-4o-mini-2024-07-18"
+
+
+def test_cancelled_call_counted() -> None:
+    meter = Meter(MemoryTransport(), prices=BOOK)
+    token = meter.begin(CALL, ACME)
+    assert token is not None
+
+    meter.cancel(token, RuntimeError("provider said 500"))
+
+    assert meter.stats.cancelled == 1
+    assert meter.failures == []
+
+
+def test_unexpected_send_error_kept_for_retry() -> None:
+    class BrokenOnce(FlakyTransport):
+        def send(self, posting: Posting) -> Delivery:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("client closed")
+            return self.memory.send(posting)
+
+    transport = BrokenOnce(failures=1)
+    meter = Meter(transport, prices=BOOK)
+    token = meter.begin(CALL, ACME)
+    assert token is not None
+
+    meter.finish(token, make_usage())
+
+    [failure] = meter.failures
+    assert failure.kind == "undelivered"
+    assert "RuntimeError" in failure.message
+    assert meter.retry_undelivered() == 1
+
+
+def test_failure_messages_name_response_and_customer() -> None:
+    meter = Meter(MemoryTransport(), prices=BOOK, max_tokens_per_call=10)
+    for usage in (make_usage(model="nope"), make_usage()):
+        token = meter.begin(CALL, ACME)
+        assert token is not None
+        meter.finish(token, usage)
+
+    for failure in meter.failures:
+        assert "'resp_1'" in failure.message
+        assert "'acme'" in failure.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("not a url", id="no-scheme"),
+        pytest.param("ftp://ledger:5001", id="ftp"),
+        pytest.param("http://", id="no-host"),
+    ],
+)
+def test_ledger_url_checked(url: str) -> None:
+    with pytest.raises(errors.ConfigurationError, match="ledger_url"):
+        Meter(ledger_url=url)
+
+
+def test_ledger_url_password_hidden() -> None:
+    meter = Meter(ledger_url="http://admin:hunter2@127.0.0.1:5001")
+
+    assert "hunter2" not in repr(meter)
+    assert "admin:***@127.0.0.1:5001" in repr(meter)
     meter.close()

@@ -301,7 +301,7 @@ def test_scope_metadata_copied_and_protected() -> None:
     assert all(leg.meta_data["feature"] == "search" for leg in posting.legs)
 
     clash = make_event(usage, Wallet("bln_x"), metadata={"customer": "someone-else"})
-    with pytest.raises(errors.ConfigurationError, match="clashes"):
+    with pytest.raises(errors.ConfigurationError, match="reserved"):
         build_posting(clash, MoneyMap())
 
 

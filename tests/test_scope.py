@@ -295,3 +295,11 @@ def test_metadata_rejects_bad_keys() -> None:
         metered(customer="a", metadata={"bad key": "x"})
     with pytest.raises(TypeError, match="pass a string"):
         metered(customer="a", metadata={"n": 1})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    "key", ["customer", "cost", "total_tokens", "sequence", "atomic"]
+)
+def test_metadata_rejects_reserved_keys(key: str) -> None:
+    with pytest.raises(errors.ConfigurationError, match="reserved"):
+        metered(customer="a", metadata={key: "x"})

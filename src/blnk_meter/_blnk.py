@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -30,6 +30,7 @@ __all__ = [
     "bulk_request",
     "error_from_response",
     "indicator_request",
+    "redact_url",
     "reference_request",
 ]
 
@@ -165,6 +166,15 @@ def _decode(request: ApiRequest, response: httpx.Response) -> Any:
     )
 
 
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password in it replaced by ``***``."""
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    host = parsed.netloc.rsplit("@", 1)[1]
+    return parsed._replace(netloc=f"{parsed.username}:***@{host}").geturl()
+
+
 class _ClientBase:
     """What the sync and async clients share: the address and a key-free repr."""
 
@@ -174,7 +184,8 @@ class _ClientBase:
 
     def __repr__(self) -> str:
         key = "<set>" if self._has_key else None
-        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={key})"
+        url = redact_url(self.base_url)
+        return f"{type(self).__name__}(base_url={url!r}, api_key={key})"
 
     def _http_options(
         self, api_key: str | None, timeout: float | httpx.Timeout

@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, cast
+from urllib.parse import urlsplit
 
+from ._blnk import redact_url
 from ._money import Precisions
 from ._posting import MoneyMap, Posting, UsageEvent, Wallet, build_posting
 from ._prices import Charge, PriceBook
@@ -32,9 +34,9 @@ from .errors import (
     BlnkMeterError,
     ConfigurationError,
     InvalidUsageError,
-    LedgerError,
     MissingCustomerError,
     UnknownModelError,
+    WalletLookupError,
 )
 
 __all__ = ["FailureKind", "Meter", "MeterFailure", "MeterStats"]
@@ -81,17 +83,25 @@ class MeterFailure:
 class MeterStats:
     """Counters since the meter was created.
 
+    Every counter only grows. The postings still waiting for delivery are
+    the ``"undelivered"`` entries of :attr:`Meter.failures`.
+
     Attributes:
         calls: billable provider calls the meter began metering.
-        posted: postings the ledger recorded on this send.
+        posted: postings the ledger recorded on the send that counted them,
+            first sends and retries alike.
         duplicates: postings the ledger already held from an earlier send.
         empty: calls that used no tokens and cost nothing, so posted nothing.
         unpriced_zero: postings sent with a flagged zero charge because the
             model has no price and the policy is ``"zero"``.
+        cancelled: calls the provider answered with an error, or that failed
+            before any usage; nothing to bill.
         ignored: calls outside any customer scope under the ``"ignore"`` policy.
         unmetered: calls whose usage was unknown or invalid.
         unpriced: calls not posted because the model has no price.
-        undelivered: postings the ledger did not record.
+        undelivered: postings the ledger did not record when first sent.
+        retried: undelivered postings the ledger recorded on a later
+            :meth:`Meter.retry_undelivered`.
         failed: calls lost to an unexpected error inside blnk_meter.
     """
 
@@ -100,10 +110,12 @@ class MeterStats:
     duplicates: int = 0
     empty: int = 0
     unpriced_zero: int = 0
+    cancelled: int = 0
     ignored: int = 0
     unmetered: int = 0
     unpriced: int = 0
     undelivered: int = 0
+    retried: int = 0
     failed: int = 0
 
 
@@ -181,6 +193,7 @@ class Meter:
                 "pass exactly one of transport=... or ledger_url=... to Meter"
             )
         if ledger_url is not None:
+            _check_ledger_url(ledger_url)
             transport = HttpxTransport(ledger_url, api_key=api_key)
             async_transport = async_transport or AsyncHttpxTransport(
                 ledger_url, api_key=api_key
@@ -193,7 +206,7 @@ class Meter:
         self.money_map = money_map or MoneyMap()
         self.precisions = Precisions(precisions)
         self._check_currencies()
-        self._wallets = wallets
+        self._wallets = _check_wallets(wallets)
         self._outside_scope = _check_choice(
             "outside_scope", outside_scope, ("raise", "default", "ignore")
         )
@@ -222,6 +235,7 @@ class Meter:
         self._lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(MeterStats.__dataclass_fields__, 0)
         self._failures: list[MeterFailure] = []
+        self._closed = False
 
     def __repr__(self) -> str:
         transport = self._sync_transport or self._async_transport
@@ -242,13 +256,25 @@ class Meter:
             return list(self._failures)
 
     def wallet_for(self, customer: str) -> Wallet:
-        """Return the wallet a customer pays from."""
+        """Return the wallet a customer pays from.
+
+        Raises:
+            WalletLookupError: the ``wallets`` function raised.
+            ConfigurationError: it returned something other than a Wallet.
+        """
         wallets = self._wallets
         wallet: Wallet | None
         if wallets is None:
             wallet = None
         elif callable(wallets):
-            wallet = wallets(customer)
+            try:
+                wallet = wallets(customer)
+            except Exception as exc:
+                raise WalletLookupError(
+                    f"the wallets function failed for customer {customer!r}: "
+                    f"{type(exc).__name__}: {exc}; the call was not sent because "
+                    "it could not be billed"
+                ) from exc
         else:
             wallet = wallets.get(customer)
         if wallet is None:
@@ -272,8 +298,15 @@ class Meter:
             MissingCustomerError: no customer and the policy is ``"raise"``.
             UnknownModelError: the requested model has no price and the
                 policy is ``"raise"``.
-            ConfigurationError: no transport can deliver for this client.
+            WalletLookupError: the ``wallets`` function raised.
+            ConfigurationError: the meter is closed, or no transport can
+                deliver for this client.
         """
+        if self._closed:
+            raise ConfigurationError(
+                f"the meter is closed, so the call to {call.path} was not sent; "
+                "configure a new Meter"
+            )
         customer = scope.customer if scope is not None else None
         if customer is None:
             customer = self._customer_outside_scope(call)
@@ -281,11 +314,10 @@ class Meter:
                 return None
         self._check_transport(call)
         model = call.requested_model
-        if (
-            self._unknown_model == "raise"
-            and model
-            and not self.prices.has_price(model)
-        ):
+        # An Azure client's model field names a deployment; such calls are
+        # priced by the model the response reports.
+        check_model = self._unknown_model == "raise" and not call.is_azure
+        if check_model and model and not self.prices.has_price(model):
             raise UnknownModelError(
                 f"no price for model {model!r}, so the call to {call.path} was not "
                 "sent; add the model with PriceBook.with_prices({...}) or a price "
@@ -347,11 +379,8 @@ class Meter:
                     "an async transport; it is kept for aretry_undelivered()"
                 )
             delivery = self._sync_transport.send(posting)
-        except (LedgerError, ConfigurationError) as exc:
-            self._undelivered(token, outcome, posting, exc)
-            return None
         except Exception as exc:
-            self._unexpected(token, outcome, posting, exc)
+            self._undelivered(token, outcome, posting, exc)
             return None
         return self._delivered(delivery)
 
@@ -362,16 +391,14 @@ class Meter:
             return None
         try:
             delivery = await self._asend(posting)
-        except LedgerError as exc:
-            self._undelivered(token, outcome, posting, exc)
-            return None
         except Exception as exc:
-            self._unexpected(token, outcome, posting, exc)
+            self._undelivered(token, outcome, posting, exc)
             return None
         return self._delivered(delivery)
 
     def cancel(self, token: _Call, error: BaseException | None) -> None:
         """Forget a call that failed before the provider reported usage."""
+        self._count("cancelled")
         logger.debug(
             "OpenAI call to %s for customer %s failed before any usage: %r",
             token.call.path,
@@ -406,8 +433,9 @@ class Meter:
         usage = outcome
         if usage.total_tokens > self._max_tokens:
             error = InvalidUsageError(
-                f"response {usage.response_id!r} reports {usage.total_tokens} tokens, "
-                f"more than max_tokens_per_call={self._max_tokens}; not billed. "
+                f"response {usage.response_id!r} for customer {token.customer!r} "
+                f"reports {usage.total_tokens} tokens, more than "
+                f"max_tokens_per_call={self._max_tokens}; not billed. "
                 "Raise max_tokens_per_call if this is genuine",
                 response_id=usage.response_id,
                 raw_usage=usage.raw_usage,
@@ -449,7 +477,11 @@ class Meter:
                     token.customer,
                 )
                 return None
-            self._fail("unpriced", token, str(exc), exc, usage=usage)
+            message = (
+                f"response {usage.response_id!r} for customer {token.customer!r} "
+                f"not billed: {exc}"
+            )
+            self._fail("unpriced", token, message, exc, usage=usage)
             return False
 
     # Outcomes --------------------------------------------------------------
@@ -466,12 +498,14 @@ class Meter:
         return delivery
 
     def _undelivered(
-        self, token: _Call, outcome: CallOutcome, posting: Posting, exc: BlnkMeterError
+        self, token: _Call, outcome: CallOutcome, posting: Posting, exc: Exception
     ) -> None:
         usage = outcome if isinstance(outcome, Usage) else None
+        reason = str(exc) if isinstance(exc, BlnkMeterError) else repr(exc)
         message = (
-            f"ledger did not record posting {posting.event_id} "
-            f"(references {', '.join(posting.references)}): {exc}"
+            f"ledger did not record posting {posting.event_id} for customer "
+            f"{token.customer!r} (references {', '.join(posting.references)}): "
+            f"{reason}"
         )
         self._fail("undelivered", token, message, exc, usage=usage, posting=posting)
 
@@ -552,8 +586,9 @@ class Meter:
                 if self._sync_transport is None:
                     raise ConfigurationError("the meter has no synchronous transport")
                 self._delivered(self._sync_transport.send(failure.posting))
+                self._count("retried")
                 delivered += 1
-            except BlnkMeterError as exc:
+            except Exception as exc:
                 self._keep(failure, exc)
         return delivered
 
@@ -564,8 +599,9 @@ class Meter:
             assert failure.posting is not None
             try:
                 self._delivered(await self._asend(failure.posting))
+                self._count("retried")
                 delivered += 1
-            except BlnkMeterError as exc:
+            except Exception as exc:
                 self._keep(failure, exc)
         return delivered
 
@@ -573,12 +609,11 @@ class Meter:
         with self._lock:
             taken = [f for f in self._failures if f.kind == "undelivered"]
             self._failures = [f for f in self._failures if f.kind != "undelivered"]
-            self._stats["undelivered"] -= len(taken)
         if taken:
             logger.info("sending %d undelivered posting(s) again", len(taken))
         return taken
 
-    def _keep(self, failure: MeterFailure, error: BaseException) -> None:
+    def _keep(self, failure: MeterFailure, error: Exception) -> None:
         logger.error(
             "posting %s still undelivered: %s",
             failure.posting.event_id if failure.posting else None,
@@ -596,15 +631,20 @@ class Meter:
                     posting=failure.posting,
                 )
             )
-            self._stats["undelivered"] += 1
 
     def close(self) -> None:
-        """Close the transports' connections."""
+        """Close the transports' connections.
+
+        A closed meter stops further calls before they are sent, because it
+        could not bill them. Kept failures stay readable.
+        """
+        self._closed = True
         if self._sync_transport is not None:
             self._sync_transport.close()
 
     async def aclose(self) -> None:
-        """Close the transports' connections, from async code."""
+        """Close the transports' connections, from async code; see :meth:`close`."""
+        self._closed = True
         if self._async_transport is not None:
             await self._async_transport.aclose()
         if (
@@ -620,3 +660,30 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
             f"invalid {name} {value!r}; use one of {', '.join(map(repr, choices))}"
         )
     return value
+
+
+def _check_ledger_url(url: str) -> None:
+    parsed = urlsplit(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigurationError(
+            f"invalid ledger_url {redact_url(url)!r}; use the Blnk server's "
+            "address, e.g. 'http://localhost:5001'"
+        )
+
+
+def _check_wallets(wallets: WalletSource | None) -> WalletSource | None:
+    if wallets is None or callable(wallets):
+        return wallets
+    if not isinstance(wallets, Mapping):
+        raise ConfigurationError(
+            "wallets must map customer ids to Wallet objects, or be a function, "
+            f"not a {type(wallets).__name__}"
+        )
+    for customer, wallet in wallets.items():
+        validate_customer(customer)
+        if not isinstance(wallet, Wallet):
+            raise ConfigurationError(
+                f"the wallet of customer {customer!r} is {wallet!r}; use "
+                f"Wallet({wallet!r}, 'prepaid') or Wallet(..., 'postpaid')"
+            )
+    return wallets

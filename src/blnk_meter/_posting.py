@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ._prices import Charge
 
 __all__ = [
+    "RESERVED_META_KEYS",
     "BillingMode",
     "Leg",
     "MoneyMap",
@@ -40,6 +41,7 @@ __all__ = [
     "UsageEvent",
     "Wallet",
     "build_posting",
+    "check_scope_metadata_key",
 ]
 
 BillingMode = Literal["prepaid", "postpaid"]
@@ -55,6 +57,49 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9._\-]{1,200}")
 _INDICATOR = re.compile(r"@\S+")
 _TEMPLATE_FIELDS = ("customer", "model", "endpoint", "response_id")
 _METER_NAME = "blnk_meter"
+
+RESERVED_META_KEYS = frozenset(
+    {
+        "customer",
+        "model",
+        "requested_model",
+        "endpoint",
+        "response_id",
+        "response_status",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+        "billing",
+        "metered_by",
+        "posting_generation",
+        "streamed",
+        "tool_usage",
+        "unpriced",
+        "cost",
+        "price_model",
+        "price_fine_tuned",
+        "price_via_family",
+        "leg",
+    }
+)
+"""The ``meta_data`` keys blnk_meter writes itself; scope metadata cannot use them.
+
+Blnk adds its own keys too (``allow_overdraft``, ``atomic``, ``sequence``, ...),
+which a scope may not use either because Blnk would overwrite them."""
+
+_BLNK_META_KEYS = frozenset(
+    {
+        "allow_overdraft",
+        "atomic",
+        "inflight",
+        "sequence",
+        "QUEUED_PARENT_TRANSACTION",
+        "blnk_rejection_reason",
+        "BLNK_GENERATED_BY",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -361,11 +406,7 @@ def _meta_data(event: UsageEvent) -> dict[str, Any]:
         if charge.via_family:
             meta["price_via_family"] = True
     for key, value in event.metadata.items():
-        if key in meta:
-            raise ConfigurationError(
-                f"scope metadata key {key!r} clashes with a key blnk_meter sets; "
-                "rename it"
-            )
+        check_scope_metadata_key(key)
         meta[key] = value
     return meta
 
@@ -376,6 +417,19 @@ def _plain_decimal(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+def check_scope_metadata_key(key: str) -> None:
+    """Reject a scope metadata key that blnk_meter or Blnk writes itself.
+
+    Raises:
+        ConfigurationError: the key is reserved.
+    """
+    if key in RESERVED_META_KEYS or key in _BLNK_META_KEYS:
+        raise ConfigurationError(
+            f"metadata key {key!r} is reserved because blnk_meter or Blnk writes "
+            "it on every posting; rename it, e.g. to 'app_" + key + "'"
+        )
 
 
 def _reference(event_id: str, generation: int, kind: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ._posting import check_scope_metadata_key
 from .errors import InvalidCustomerError
 
 if TYPE_CHECKING:
@@ -113,10 +114,14 @@ class metered:
         meter: the meter that bills calls in this scope; defaults to the
             enclosing scope's meter, then to the default meter.
         metadata: extra string entries copied into the ``meta_data`` of every
-            posting made in this scope.
+            posting made in this scope. Keys start with a letter and use
+            letters, digits and underscores; the keys blnk_meter and Blnk
+            write themselves (``customer``, ``cost``, ``sequence``, ...) are
+            reserved.
 
     Raises:
         InvalidCustomerError: when the scope is entered with an invalid id.
+        ConfigurationError: a metadata key is reserved.
     """
 
     def __init__(
@@ -245,6 +250,7 @@ def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
             )
         if not isinstance(value, str):
             raise TypeError(f"metadata value for {key!r} is {value!r}; pass a string")
+        check_scope_metadata_key(key)
         checked[key] = value
     return checked
 

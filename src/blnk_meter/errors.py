@@ -4,29 +4,32 @@ Every exception derives from :class:`BlnkMeterError`, so one ``except`` clause
 catches them all. The tree::
 
     BlnkMeterError
-    ├── ConfigurationError          invalid settings: precision, money map, price data
+    ├── ConfigurationError          invalid settings: precision, money map, prices
     ├── CustomerError
-    │   ├── MissingCustomerError    a metered call has no customer and the policy is "raise"
-    │   └── InvalidCustomerError    a customer id that cannot name a wallet or a reference
-    ├── UsageError                  the provider's usage cannot be billed as reported
+    │   ├── MissingCustomerError    a call has no customer; the policy is "raise"
+    │   ├── InvalidCustomerError    an id that cannot name a wallet or reference
+    │   └── WalletLookupError       the meter's wallets function failed
+    ├── UsageError                  provider usage cannot be billed as reported
     │   ├── MissingUsageError       the response carries no usage at all
-    │   └── InvalidUsageError       counts missing, negative, fractional, strings or absurd
+    │   └── InvalidUsageError       counts missing, negative, fractional, absurd
     ├── PricingError
     │   └── UnknownModelError       no price is known for the model
     └── LedgerError                 the ledger did not record a posting
-        ├── LedgerUnavailableError  connection failed, timed out, or 5xx / 423 / 429 after retries
-        ├── LedgerRejectedError     the ledger answered 4xx and will keep doing so
+        ├── LedgerUnavailableError  no answer, or 5xx / 423 / 429 after retries
+        ├── LedgerRejectedError     a 4xx answer that sending again repeats
         │   ├── InsufficientFundsError   a wallet without overdraft cannot pay
         │   ├── DuplicateReferenceError  the reference was already used (409)
-        │   └── LedgerAuthError          the API key is missing, invalid or lacks a scope
-        └── PostingConflictError    a reference is taken by legs that do not match the event,
-                                    or by legs that the ledger has since refunded
+        │   └── LedgerAuthError          the API key is missing or invalid
+        └── PostingConflictError    a reference holds legs that do not match
+                                    the event, or that the ledger refunded
 
 Errors raised inside the OpenAI instrumentation never reach the caller of the
-SDK, except those documented as stopping a call before it is sent
-(:class:`MissingCustomerError`, :class:`InvalidCustomerError` and
-:class:`UnknownModelError` under the default policies). The others are logged
-and handed to the meter's error hook together with the usage they concern.
+SDK, except those that stop a call before it is sent, because the call could
+not be billed: :class:`CustomerError` and its subclasses,
+:class:`UnknownModelError` under the default policy, and
+:class:`ConfigurationError` for a meter that cannot deliver (closed, or
+without a transport for the client). The others are logged and handed to the
+meter's error hook together with the usage they concern.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "PricingError",
     "UnknownModelError",
     "UsageError",
+    "WalletLookupError",
 ]
 
 
@@ -72,6 +76,10 @@ class MissingCustomerError(CustomerError):
 
 class InvalidCustomerError(CustomerError, ValueError):
     """A customer id that is empty, too long or contains whitespace."""
+
+
+class WalletLookupError(CustomerError):
+    """The meter's ``wallets`` function raised for a customer."""
 
 
 class UsageError(BlnkMeterError):
