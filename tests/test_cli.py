@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,33 @@ def test_console_script_installed() -> None:
 
     assert result.returncode == 0
     assert result.stdout.startswith("blnk-meter ")
+
+
+def test_ledger_serve_rejects_bad_port() -> None:
+    result = run_cli("ledger", "serve", "--port", "99999", env=offline_env())
+
+    assert result.returncode == 2
+    assert "invalid port '99999'" in result.stderr
+
+
+def test_ledger_serve_reports_busy_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = run_cli("ledger", "serve", "--port", str(port), env=offline_env())
+
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ledger_serve_reports_bad_database(tmp_path: Path) -> None:
+    database = tmp_path / "missing-dir" / "ledger.db"
+
+    result = run_cli("ledger", "serve", "--port", "0", "--db", str(database))
+
+    assert result.returncode == 1
+    assert "unable to open database file" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -285,6 +285,10 @@ def test_money_map_default_wallet_is_postpaid() -> None:
         pytest.param({"currency": "TOKENS"}, id="same-currency"),
         pytest.param({"billing": "later"}, id="bad-billing"),
         pytest.param({"token_source": ""}, id="empty-account"),
+        pytest.param({"revenue": "@Rev-{customer.__class__}"}, id="attribute"),
+        pytest.param({"revenue": "@Rev-{customer!r}"}, id="conversion"),
+        pytest.param({"revenue": "@Rev-{0}"}, id="positional"),
+        pytest.param({"revenue": "@Rev-{customer"}, id="unclosed"),
     ],
 )
 def test_money_map_rejects_bad_settings(kwargs: dict[str, Any]) -> None:

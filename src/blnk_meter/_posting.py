@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -471,9 +472,16 @@ def _check_template(name: str, template: object) -> None:
     if not isinstance(template, str) or not template:
         raise ConfigurationError(f"{name} must be a non-empty string, not {template!r}")
     try:
-        template.format(**{key: "x" for key in _TEMPLATE_FIELDS})
-    except (KeyError, IndexError, ValueError) as exc:
+        fields = [part[1:] for part in string.Formatter().parse(template)]
+    except ValueError as exc:
         raise ConfigurationError(
-            f"invalid placeholder in {name} {template!r}: use only "
-            "{customer}, {model}, {endpoint} and {response_id}"
+            f"invalid template {name} {template!r}: {exc}"
         ) from exc
+    for field_name, spec, conversion in fields:
+        if field_name is None:
+            continue
+        if field_name not in _TEMPLATE_FIELDS or spec or conversion:
+            raise ConfigurationError(
+                f"invalid placeholder {{{field_name}}} in {name} {template!r}: use "
+                "only {customer}, {model}, {endpoint} and {response_id}"
+            )

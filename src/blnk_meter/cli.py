@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -69,7 +70,10 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
     )
     serve.add_argument(
-        "--port", type=int, default=5001, help="TCP port (default: 5001)"
+        "--port",
+        type=_port,
+        default=5001,
+        help="TCP port, 0 to let the system choose (default: 5001)",
     )
     serve.add_argument(
         "--db",
@@ -77,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
         help="SQLite file that keeps the ledger across restarts (default: in memory)",
     )
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}; use 0 to 65535")
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .testing import serve_forever
 
-    serve_forever(args.host, args.port, args.db, os.environ.get("BLNK_API_KEY") or None)
+    api_key = os.environ.get("BLNK_API_KEY") or None
+    try:
+        serve_forever(args.host, args.port, args.db, api_key)
+    except (OSError, sqlite3.Error) as exc:
+        print(
+            f"blnk-meter: cannot serve the ledger on {args.host}:{args.port} with "
+            f"database {args.db or 'in memory'}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -200,6 +200,18 @@ def test_admin_path_arms_faults_over_http(
     assert invalid.status_code == 400
 
 
+def test_admin_path_rejects_unknown_fault(
+    ledger: EmbeddedLedger, server: LedgerServer
+) -> None:
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=5) as client:
+        typo = client.post("/_embedded/faults", json={"fail_nxt": {"n": 1}})
+        listed = client.get("/_embedded/faults").json()
+
+    assert typo.status_code == 400
+    assert "'fail_nxt'" in typo.json()["error"]
+    assert listed["faults"] == []
+
+
 def test_down_for_over_http_comes_back(
     ledger: EmbeddedLedger, server: LedgerServer
 ) -> None:

@@ -25,18 +25,24 @@ from ._serve import serve_forever
 from ._server import LedgerServer
 
 if TYPE_CHECKING:
-    from ._provider import FakeOpenAI, Scenario
+    from ._provider import AUTO, OMIT, REPLY, FakeOpenAI, FakeRequest, Scenario
 
 __all__ = [
+    "AUTO",
+    "OMIT",
+    "REPLY",
     "EmbeddedLedger",
     "FakeOpenAI",
+    "FakeRequest",
     "Faults",
     "LedgerServer",
     "Scenario",
     "serve_forever",
 ]
 
-_PROVIDER_NAMES = frozenset({"FakeOpenAI", "Scenario"})
+_PROVIDER_NAMES = frozenset(
+    {"AUTO", "OMIT", "REPLY", "FakeOpenAI", "FakeRequest", "Scenario"}
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -296,14 +296,19 @@ class Faults:
     def _apply_admin(self, request: dict[str, Any]) -> Callable[[], None] | None:
         if not isinstance(request, dict):
             raise TypeError("the body must be a JSON object")
-        if request.get("clear"):
-            self.clear()
         arming: dict[str, Callable[..., None]] = {
             "fail_next": self.fail_next,
             "delay_next": self.delay_next,
             "drop_after_commit": self.drop_after_commit,
             "reject_funds_next": self.reject_funds_next,
         }
+        # A misspelled fault would otherwise arm nothing and still return 200.
+        unknown = sorted(set(request) - set(arming) - {"clear", "down_for"})
+        if unknown:
+            known = ", ".join([*arming, "down_for", "clear"])
+            raise ValueError(f"unknown fault {unknown[0]!r}; use one of {known}")
+        if request.get("clear"):
+            self.clear()
         for key, arm in arming.items():
             if key in request:
                 arm(**request[key])
