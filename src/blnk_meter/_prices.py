@@ -266,7 +266,7 @@ def _overlay(
     merged = dict(table)
     for name in table:
         family = _snapshot_family(name)
-        if family in overrides and name not in overrides:
+        if family is not None and family in overrides and name not in overrides:
             merged[name] = overrides[family]
     merged.update(overrides)
     return merged
