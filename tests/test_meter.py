@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from blnk_meter import errors
-from blnk_meter._meter import Meter, MeterFailure
+from blnk_meter._failures import MeterFailure
+from blnk_meter._meter import Meter
 from blnk_meter._posting import MoneyMap, Posting, Wallet
 from blnk_meter._prices import PriceBook
 from blnk_meter._scope import Scope
@@ -254,7 +255,10 @@ def test_retry_undelivered_keeps_failing_posting() -> None:
     meter.finish(token, make_usage())
 
     assert meter.retry_undelivered() == 0
-    assert [f.kind for f in meter.failures] == ["undelivered"]
+    [kept] = meter.failures
+    assert kept.kind == "undelivered"
+    assert "'acme' on retry" in kept.message
+    assert kept.usage is not None
     assert meter.retry_undelivered() == 1
 
 

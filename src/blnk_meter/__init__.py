@@ -27,7 +27,8 @@ from ._default import (
     set_default_meter,
     uninstrument,
 )
-from ._meter import Meter, MeterFailure, MeterStats
+from ._failures import MeterFailure, MeterStats
+from ._meter import Meter
 from ._money import DEFAULT_PRECISIONS, Precisions, format_amount, to_minor_units
 from ._posting import Leg, MoneyMap, Posting, UsageEvent, Wallet
 from ._prices import Charge, ModelPrice, PriceBook, ResolvedPrice

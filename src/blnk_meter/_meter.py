@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from ._blnk import redact_url
+from ._failures import FailureKind, FailureLog, MeterFailure, MeterStats
 from ._money import Precisions
 from ._posting import MoneyMap, Posting, UsageEvent, Wallet, build_posting
 from ._prices import Charge, PriceBook
@@ -39,84 +38,13 @@ from .errors import (
     WalletLookupError,
 )
 
-__all__ = ["FailureKind", "Meter", "MeterFailure", "MeterStats"]
+__all__ = ["Meter"]
 
 logger = logging.getLogger(__name__)
 
 OutsideScopePolicy = Literal["raise", "default", "ignore"]
 UnknownModelPolicy = Literal["raise", "zero"]
-FailureKind = Literal["unmetered", "unpriced", "undelivered", "failed"]
 WalletSource = Mapping[str, Wallet] | Callable[[str], Wallet | None]
-
-
-@dataclass(frozen=True)
-class MeterFailure:
-    """A billable call that was not recorded in the ledger, kept for follow-up.
-
-    Attributes:
-        kind: ``"unmetered"`` (usage unknown or invalid), ``"unpriced"`` (no
-            price for the model), ``"undelivered"`` (the ledger did not record
-            the posting; :meth:`Meter.retry_undelivered` sends it again) or
-            ``"failed"`` (an unexpected error inside blnk_meter).
-        message: what went wrong, naming the response and the customer.
-        call: the provider request.
-        customer: the customer the call was attributed to.
-        error: the exception behind the failure, if any.
-        usage: the usage, when it was known.
-        unmetered: the instrumentation's report, for unknown usage.
-        posting: the posting that was not delivered.
-        occurred_at: when the failure was recorded (UTC).
-    """
-
-    kind: FailureKind
-    message: str
-    call: ProviderCall
-    customer: str | None
-    error: BaseException | None = None
-    usage: Usage | None = None
-    unmetered: UnmeteredCall | None = None
-    posting: Posting | None = None
-    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-
-
-@dataclass(frozen=True)
-class MeterStats:
-    """Counters since the meter was created.
-
-    Every counter only grows. The postings still waiting for delivery are
-    the ``"undelivered"`` entries of :attr:`Meter.failures`.
-
-    Attributes:
-        calls: billable provider calls the meter began metering.
-        posted: postings the ledger recorded on the send that counted them,
-            first sends and retries alike.
-        duplicates: postings the ledger already held from an earlier send.
-        empty: calls that used no tokens and cost nothing, so posted nothing.
-        unpriced_zero: postings sent with a flagged zero charge because the
-            model has no price and the policy is ``"zero"``.
-        cancelled: calls the provider answered with an error, or that failed
-            before any usage; nothing to bill.
-        ignored: calls outside any customer scope under the ``"ignore"`` policy.
-        unmetered: calls whose usage was unknown or invalid.
-        unpriced: calls not posted because the model has no price.
-        undelivered: postings the ledger did not record when first sent.
-        retried: undelivered postings the ledger recorded on a later
-            :meth:`Meter.retry_undelivered`.
-        failed: calls lost to an unexpected error inside blnk_meter.
-    """
-
-    calls: int = 0
-    posted: int = 0
-    duplicates: int = 0
-    empty: int = 0
-    unpriced_zero: int = 0
-    cancelled: int = 0
-    ignored: int = 0
-    unmetered: int = 0
-    unpriced: int = 0
-    undelivered: int = 0
-    retried: int = 0
-    failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -231,10 +159,7 @@ class Meter:
                 f"max_tokens_per_call is {max_tokens_per_call!r}; use a positive int"
             )
         self._max_tokens = max_tokens_per_call
-        self._on_error = on_error
-        self._lock = threading.Lock()
-        self._stats: dict[str, int] = dict.fromkeys(MeterStats.__dataclass_fields__, 0)
-        self._failures: list[MeterFailure] = []
+        self._log = FailureLog(on_error)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -246,14 +171,12 @@ class Meter:
     @property
     def stats(self) -> MeterStats:
         """A snapshot of the meter's counters."""
-        with self._lock:
-            return MeterStats(**self._stats)
+        return self._log.stats
 
     @property
     def failures(self) -> list[MeterFailure]:
         """Calls that were not recorded in the ledger, oldest first."""
-        with self._lock:
-            return list(self._failures)
+        return self._log.failures
 
     def wallet_for(self, customer: str) -> Wallet:
         """Return the wallet a customer pays from.
@@ -544,19 +467,10 @@ class Meter:
             unmetered=unmetered,
             posting=posting,
         )
-        with self._lock:
-            self._failures.append(failure)
-            self._stats[kind] += 1
-        logger.error("%s (customer %s, %s)", message, token.customer, kind)
-        if self._on_error is not None:
-            try:
-                self._on_error(failure)
-            except Exception:
-                logger.exception("the meter's on_error hook raised")
+        self._log.record(failure)
 
     def _count(self, name: str) -> None:
-        with self._lock:
-            self._stats[name] += 1
+        self._log.count(name)
 
     def _check_currencies(self) -> None:
         if self.prices.currency != self.money_map.currency:
@@ -580,57 +494,33 @@ class Meter:
             :attr:`failures`.
         """
         delivered = 0
-        for failure in self._take_undelivered():
+        for failure in self._log.take_undelivered():
             assert failure.posting is not None
             try:
                 if self._sync_transport is None:
-                    raise ConfigurationError("the meter has no synchronous transport")
+                    raise ConfigurationError(
+                        "the meter has no synchronous transport; "
+                        "use aretry_undelivered()"
+                    )
                 self._delivered(self._sync_transport.send(failure.posting))
                 self._count("retried")
                 delivered += 1
             except Exception as exc:
-                self._keep(failure, exc)
+                self._log.keep(failure, exc)
         return delivered
 
     async def aretry_undelivered(self) -> int:
         """Async counterpart of :meth:`retry_undelivered`."""
         delivered = 0
-        for failure in self._take_undelivered():
+        for failure in self._log.take_undelivered():
             assert failure.posting is not None
             try:
                 self._delivered(await self._asend(failure.posting))
                 self._count("retried")
                 delivered += 1
             except Exception as exc:
-                self._keep(failure, exc)
+                self._log.keep(failure, exc)
         return delivered
-
-    def _take_undelivered(self) -> list[MeterFailure]:
-        with self._lock:
-            taken = [f for f in self._failures if f.kind == "undelivered"]
-            self._failures = [f for f in self._failures if f.kind != "undelivered"]
-        if taken:
-            logger.info("sending %d undelivered posting(s) again", len(taken))
-        return taken
-
-    def _keep(self, failure: MeterFailure, error: Exception) -> None:
-        logger.error(
-            "posting %s still undelivered: %s",
-            failure.posting.event_id if failure.posting else None,
-            error,
-        )
-        with self._lock:
-            self._failures.append(
-                MeterFailure(
-                    kind="undelivered",
-                    message=str(error),
-                    call=failure.call,
-                    customer=failure.customer,
-                    error=error,
-                    usage=failure.usage,
-                    posting=failure.posting,
-                )
-            )
 
     def close(self) -> None:
         """Close the transports' connections.
