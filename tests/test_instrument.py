@@ -710,6 +710,64 @@ async def test_async_streaming_response_closed_unread(
     assert recorder.only().unmetered.reason == "stream_interrupted"
 
 
+# Azure OpenAI ------------------------------------------------------------------
+
+AZURE_DEPLOYMENT = "prod-chat"
+AZURE_SERVED_MODEL = "gpt-4o-mini-2024-07-18"
+
+
+AZURE_OPTIONS: dict[str, Any] = {
+    "api_key": "azure-test-key",
+    "api_version": "2024-10-21",
+    "azure_endpoint": "http://127.0.0.1:9",
+    "max_retries": 0,
+}
+
+
+def test_azure_call_is_marked(fake: FakeOpenAI, recorder: RecordingRecorder) -> None:
+    fake.enqueue(Scenario(model=AZURE_SERVED_MODEL))
+    transport = httpx.MockTransport(fake.handler)
+    client = openai.AzureOpenAI(
+        **AZURE_OPTIONS, http_client=httpx.Client(transport=transport)
+    )
+
+    completion = client.chat.completions.create(
+        model=AZURE_DEPLOYMENT, messages=MESSAGES
+    )
+
+    record = recorder.only()
+    assert record.call.is_azure is True
+    assert record.call.requested_model == AZURE_DEPLOYMENT
+    assert record.usage.model == AZURE_SERVED_MODEL
+    assert record.usage.response_id == completion.id
+    assert record.usage.input_tokens == 3
+
+
+async def test_async_azure_call_is_marked(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(model=AZURE_SERVED_MODEL))
+    transport = httpx.MockTransport(fake.handler)
+    client = openai.AsyncAzureOpenAI(
+        **AZURE_OPTIONS, http_client=httpx.AsyncClient(transport=transport)
+    )
+
+    await client.responses.create(model=AZURE_DEPLOYMENT, input="a b")
+
+    record = recorder.only()
+    assert record.call.is_azure is True
+    assert record.call.is_async is True
+    assert record.usage.model == AZURE_SERVED_MODEL
+
+
+def test_openai_call_is_not_azure(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.sync_client().embeddings.create(model="text-embedding-3-small", input="a")
+
+    assert recorder.only().call.is_azure is False
+
+
 # Endpoints that are not metered ------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pydantic
 import pytest
@@ -173,3 +174,29 @@ async def test_fake_async_client_streams() -> None:
     assert "".join(chunk.choices[0].text for chunk in chunks if chunk.choices) == REPLY
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.prompt_tokens == 2
+
+
+def test_fake_serves_azure_paths() -> None:
+    fake = FakeOpenAI()
+    client = openai.AzureOpenAI(
+        api_key="azure-test-key",
+        api_version="2024-10-21",
+        azure_endpoint="http://127.0.0.1:9",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(fake.handler)),
+    )
+
+    completion = client.chat.completions.create(
+        model="prod-chat", messages=[{"role": "user", "content": "a b"}]
+    )
+    response = client.responses.create(model="prod-chat", input="a b")
+
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == 2
+    assert response.usage is not None
+    assert response.usage.input_tokens == 2
+    assert [request.path for request in fake.requests] == [
+        "/chat/completions",
+        "/responses",
+    ]
+    assert fake.requests[0].query == {"api-version": "2024-10-21"}

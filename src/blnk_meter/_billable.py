@@ -57,13 +57,17 @@ _warned_endpoints: set[str] = set()
 _warned_lock = threading.Lock()
 
 
-def describe_call(options: Any, *, stream: bool, is_async: bool) -> ProviderCall | None:
+def describe_call(
+    options: Any, *, stream: bool, is_async: bool, is_azure: bool = False
+) -> ProviderCall | None:
     """Describe a request if it goes to a billable endpoint.
 
     Args:
         options: the SDK's ``FinalRequestOptions`` of the request.
         stream: whether the SDK will return a stream for it.
         is_async: whether an async client sends it.
+        is_azure: whether an Azure OpenAI client sends it, so its ``model``
+            names a deployment.
 
     Returns:
         The call, or ``None`` for requests that are not billed: other
@@ -86,6 +90,7 @@ def describe_call(options: Any, *, stream: bool, is_async: bool) -> ProviderCall
         requested_model=model if isinstance(model, str) and model else None,
         stream=stream or body.get("stream") is True,
         is_async=is_async,
+        is_azure=is_azure,
     )
 
 

@@ -212,12 +212,17 @@ def _with_options(
 
 
 def _describe(
-    args: tuple[Any, ...], kwargs: dict[str, Any], *, is_async: bool
+    client: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, is_async: bool
 ) -> ProviderCall | None:
+    from openai import AsyncAzureOpenAI, AzureOpenAI
+
     try:
         options = _options_of(args, kwargs)
         return describe_call(
-            options, stream=bool(kwargs.get("stream")), is_async=is_async
+            options,
+            stream=bool(kwargs.get("stream")),
+            is_async=is_async,
+            is_azure=isinstance(client, (AzureOpenAI, AsyncAzureOpenAI)),
         )
     except Exception:
         logger.exception("failed to inspect an OpenAI request; it is not metered")
@@ -286,7 +291,9 @@ def _sync_request(
     kwargs: dict[str, Any],
 ) -> Any:
     settings = _settings
-    call = _describe(args, kwargs, is_async=False) if settings is not None else None
+    call = None
+    if settings is not None:
+        call = _describe(instance, args, kwargs, is_async=False)
     if settings is None or call is None:
         return wrapped(*args, **kwargs)
     token = _begin(settings.recorder, call)
@@ -312,7 +319,9 @@ async def _async_request(
     kwargs: dict[str, Any],
 ) -> Any:
     settings = _settings
-    call = _describe(args, kwargs, is_async=True) if settings is not None else None
+    call = None
+    if settings is not None:
+        call = _describe(instance, args, kwargs, is_async=True)
     if settings is None or call is None:
         return await wrapped(*args, **kwargs)
     token = await _abegin(settings.recorder, call)

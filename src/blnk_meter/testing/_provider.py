@@ -15,6 +15,10 @@ Token counts follow a fixed rule, so tests can predict them:
 A :class:`Scenario` bends one answer into an edge case: a replaced or broken
 usage object, an incomplete or failed response, an error event, a stream cut
 short, cached and reasoning tokens, hosted-tool usage or an HTTP error.
+
+Azure OpenAI clients are served too. Their paths start with ``/openai`` and
+name the deployment (``/openai/deployments/{name}/chat/completions``), and
+the fake answers them as the same endpoints without a deployment.
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ class FakeRequest:
 
     Attributes:
         method: the HTTP method.
-        path: the path below the ``/v1`` prefix, e.g. ``/chat/completions``.
+        path: the endpoint's path, e.g. ``/chat/completions``, without the
+            ``/v1`` prefix or Azure's ``/openai`` and deployment prefix.
         body: the decoded JSON body, or ``None`` for other bodies.
         query: the query parameters.
     """
@@ -156,7 +161,7 @@ class FakeOpenAI:
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         """Respond to one request, as the handler of ``httpx.MockTransport``."""
-        path = request.url.path.removeprefix("/v1")
+        path = _endpoint_path(request.url.path)
         body = _json_body(request)
         with self._lock:
             self.requests.append(
@@ -305,6 +310,15 @@ _ERROR_TYPES = {
     404: "invalid_request_error",
     429: "rate_limit_exceeded",
 }
+
+
+def _endpoint_path(url_path: str) -> str:
+    """Return the endpoint part of an OpenAI or Azure OpenAI request path."""
+    path = url_path.removeprefix("/openai").removeprefix("/v1")
+    if path.startswith("/deployments/"):
+        # Azure: /deployments/{deployment}/chat/completions
+        path = "/" + path.removeprefix("/deployments/").partition("/")[2]
+    return path
 
 
 def _json_body(request: httpx.Request) -> Any:
