@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -12,7 +13,12 @@ from openai.types.responses import Response
 
 from blnk_meter import _extract
 from blnk_meter._extract import as_document, outcome_from_body
-from blnk_meter._stream_usage import SseParser, StreamUsage, outcome_from_bytes
+from blnk_meter._stream_usage import (
+    Interruption,
+    SseParser,
+    StreamUsage,
+    outcome_from_bytes,
+)
 from blnk_meter._usage import Endpoint, ProviderCall, UnmeteredCall, Usage
 from blnk_meter.errors import InvalidUsageError
 
@@ -400,6 +406,53 @@ def test_body_without_any_model_is_invalid() -> None:
     assert "names a model" in unmetered.message
 
 
+def test_missing_usage_message_names_request_id() -> None:
+    body = chat_body()
+    del body["id"]
+    body["usage"] = None
+
+    message = expect_unmetered(
+        outcome_from_body(body, make_call(), request_id="req_abc")
+    ).message
+
+    assert "response with request id 'req_abc'" in message
+    assert "response 'req_abc'" not in message
+    assert "/chat/completions" in message
+
+
+def test_invalid_usage_message_names_endpoint() -> None:
+    body = chat_body()
+    body["usage"]["prompt_tokens"] = -1
+
+    message = expect_unmetered(
+        outcome_from_body(body, make_call(), request_id="req_1")
+    ).message
+
+    assert "invalid usage in response 'chatcmpl-1' from /chat/completions" in message
+
+
+def test_invalid_usage_message_names_request_id() -> None:
+    body = chat_body()
+    del body["id"]
+    body["usage"]["prompt_tokens"] = -1
+
+    unmetered = expect_unmetered(
+        outcome_from_body(body, make_call(), request_id="req_2")
+    )
+
+    assert "response with request id 'req_2'" in unmetered.message
+    assert unmetered.response_id == "req_2"
+
+
+def test_non_object_message_names_request_id() -> None:
+    message = expect_unmetered(
+        outcome_from_body("plain text", make_call(), request_id="req_7")
+    ).message
+
+    assert "response with request id 'req_7' from /chat/completions" in message
+    assert "plain text" not in message
+
+
 def test_invalid_tool_usage_is_dropped() -> None:
     body = response_body(tool_usage=["web_search"])
 
@@ -488,6 +541,81 @@ def test_stream_without_terminal_is_interrupted() -> None:
     unmetered = expect_unmetered(tracker.ended())
     assert unmetered.reason == "stream_interrupted"
     assert unmetered.response_id == "req_5"
+
+
+def test_stream_message_names_request_id() -> None:
+    tracker = StreamUsage(
+        make_call("responses"), request_id="req_5", expects_usage=False
+    )
+
+    message = expect_unmetered(tracker.interrupted(Interruption())).message
+
+    assert "stream of response with request id 'req_5' from /responses" in message
+    assert "response 'req_5'" not in message
+
+
+def test_stream_message_prefers_response_id() -> None:
+    tracker = StreamUsage(
+        make_call("responses"), request_id="req_5", expects_usage=False
+    )
+    tracker.observe(response_event("response.created", {"id": "resp_2", "usage": None}))
+
+    message = expect_unmetered(tracker.interrupted(Interruption())).message
+
+    assert "stream of response 'resp_2' from /responses" in message
+    assert "req_5" not in message
+
+
+def test_stream_message_is_two_sentences() -> None:
+    tracker = StreamUsage(make_call(stream=True), request_id=None, expects_usage=True)
+
+    message = expect_unmetered(tracker.interrupted(Interruption())).message
+
+    assert "was closed before any usage arrived. The call is not billed" in message
+    assert ";" not in message
+
+
+def test_dropped_stream_message_explains_drop() -> None:
+    tracker = StreamUsage(make_call(stream=True), request_id=None, expects_usage=True)
+
+    unmetered = expect_unmetered(tracker.interrupted(Interruption(is_dropped=True)))
+
+    assert "dropped without being closed" in unmetered.message
+    assert "the rest of it could not be read" in unmetered.message
+    assert "Error" not in unmetered.message
+    assert unmetered.error is None
+
+
+def test_failed_read_message_names_error_type() -> None:
+    tracker = StreamUsage(make_call(stream=True), request_id=None, expects_usage=True)
+    error = ConnectionResetError("peer said no")
+
+    unmetered = expect_unmetered(tracker.interrupted(Interruption(error)))
+
+    assert "because reading it failed (ConnectionResetError)" in unmetered.message
+    assert "peer said no" not in unmetered.message
+    assert unmetered.error is error
+
+
+def test_cancelled_stream_message_says_cancelled() -> None:
+    tracker = StreamUsage(make_call(stream=True), request_id=None, expects_usage=True)
+
+    unmetered = expect_unmetered(
+        tracker.interrupted(Interruption(asyncio.CancelledError()))
+    )
+
+    assert "because its task was cancelled" in unmetered.message
+
+
+def test_terminal_without_usage_names_endpoint() -> None:
+    tracker = StreamUsage(make_call("responses"), request_id=None, expects_usage=False)
+    completed = response_body()
+    completed["usage"] = None
+
+    tracker.observe(response_event("response.completed", completed))
+
+    message = expect_unmetered(tracker.ended()).message
+    assert "stream of response 'resp_1' from /responses" in message
 
 
 def chunk(usage: Any = None, choices: list[Any] | None = None) -> dict[str, Any]:
@@ -631,7 +759,7 @@ def test_partial_event_stream_is_interrupted() -> None:
         request_id=None,
         is_event_stream=True,
         expects_usage=False,
-        complete=False,
+        interruption=Interruption(),
     )
 
     assert expect_unmetered(outcome).reason == "stream_interrupted"
@@ -675,7 +803,25 @@ def test_partial_json_bytes_are_interrupted() -> None:
         request_id="req_3",
         is_event_stream=False,
         expects_usage=False,
-        complete=False,
+        interruption=Interruption(),
     )
 
-    assert expect_unmetered(outcome).reason == "stream_interrupted"
+    unmetered = expect_unmetered(outcome)
+    assert unmetered.reason == "stream_interrupted"
+    assert (
+        "response with request id 'req_3' from /chat/completions" in unmetered.message
+    )
+
+
+def test_invalid_json_message_names_request_id() -> None:
+    outcome = outcome_from_bytes(
+        b"{not json",
+        make_call(),
+        request_id="req_3",
+        is_event_stream=False,
+        expects_usage=False,
+    )
+
+    message = expect_unmetered(outcome).message
+    assert "response with request id 'req_3' from /chat/completions" in message
+    assert "not json" not in message

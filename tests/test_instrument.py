@@ -652,7 +652,8 @@ def test_streaming_response_closed_unread(
 
     unmetered = recorder.only().unmetered
     assert unmetered.reason == "stream_interrupted"
-    assert "closed before it was read entirely" in unmetered.message
+    assert "was closed before any usage arrived" in unmetered.message
+    assert "response with request id 'req_" in unmetered.message
 
 
 def test_streaming_response_read_partly(

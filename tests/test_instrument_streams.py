@@ -628,6 +628,46 @@ async def test_async_dropped_stream_is_interrupted(
     unmetered = recorder.only().unmetered
     assert unmetered.reason == "stream_interrupted"
     assert unmetered.response_id is not None
+    assert unmetered.error is None
+    assert "dropped without being closed" in unmetered.message
+
+
+def test_async_stream_open_at_loop_end(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    async def read_one_chunk() -> Any:
+        stream = await fake.async_client().chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+        async for _chunk in stream:
+            break
+        return stream
+
+    # asyncio.run closes the stream's event generator before it returns.
+    stream = asyncio.run(read_one_chunk())
+
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert unmetered.error is None
+    assert "dropped without being closed" in unmetered.message
+    assert "RuntimeError" not in unmetered.message
+    del stream
+
+
+def test_stream_generator_closed_outside_is_dropped(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    stream = fake.sync_client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    next(stream)
+
+    stream._iterator._events.close()
+
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert unmetered.error is None
+    assert "dropped without being closed" in unmetered.message
 
 
 async def test_async_dropped_stream_after_usage_bills(

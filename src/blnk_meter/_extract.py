@@ -24,12 +24,25 @@ from ._recorder import CallOutcome
 from ._usage import Endpoint, ProviderCall, UnmeteredCall, Usage
 from .errors import InvalidUsageError
 
-__all__ = ["NOT_BILLED", "as_document", "outcome_from_body"]
+__all__ = ["NOT_BILLED", "as_document", "name_response", "outcome_from_body"]
 
 logger = logging.getLogger(__name__)
 
 NOT_BILLED = "The call is not billed, so check it against the provider's usage records."
 """The last sentence of every message about a call whose usage is unknown."""
+
+
+def name_response(response_id: str | None, request_id: str | None) -> str:
+    """Name a response in a message by the best id known for it.
+
+    The provider's response id comes first. An ``x-request-id`` header is
+    named as a request id, so that no one searches for it among response ids.
+    """
+    if response_id:
+        return f"response {response_id!r}"
+    if request_id:
+        return f"response with request id {request_id!r}"
+    return "response without a response id or request id"
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,7 @@ def outcome_from_body(
     call: ProviderCall,
     *,
     request_id: str | None,
+    response_id: str | None = None,
     streamed: bool = False,
 ) -> CallOutcome:
     """Read the usage of one complete response body.
@@ -99,7 +113,9 @@ def outcome_from_body(
             or a chat chunk that carries usage), or the SDK object for it.
         call: the request that produced the body.
         request_id: the ``x-request-id`` header, used as the response id when
-            the body has none.
+            neither the body nor ``response_id`` gives one.
+        response_id: the response id seen earlier in the same stream, used
+            when the body has none.
         streamed: whether the body arrived as the last part of a stream.
 
     Returns:
@@ -108,30 +124,40 @@ def outcome_from_body(
     """
     document = as_document(body)
     if not isinstance(document, Mapping):
+        name = name_response(response_id, request_id)
         return UnmeteredCall(
             call=call,
             reason="missing_usage",
             message=(
-                f"response from {call.path} is not a JSON object "
+                f"{name} from {call.path} is not a JSON object "
                 f"({type(document).__name__}). {NOT_BILLED}"
             ),
-            response_id=request_id,
+            response_id=response_id or request_id,
         )
     body_id = document.get("id")
-    seen_id = body_id if isinstance(body_id, str) and body_id else request_id
+    if isinstance(body_id, str) and body_id:
+        response_id = body_id
+    seen_id = response_id or request_id
+    source = f"{name_response(response_id, request_id)} from {call.path}"
     model = _served_model(document, call)
     raw_usage = document.get("usage")
     if raw_usage is None:
         return UnmeteredCall(
             call=call,
             reason="missing_usage",
-            message=f"response {seen_id!r} from {call.path} has no usage. {NOT_BILLED}",
+            message=f"{source} has no usage. {NOT_BILLED}",
             response_id=seen_id,
             model=model,
         )
-    response_id = seen_id or _local_response_id(call)
     try:
-        usage = _read_usage(document, raw_usage, call, response_id, model, streamed)
+        usage = _read_usage(
+            document,
+            raw_usage,
+            call,
+            _Identity(seen_id or _local_response_id(call), source),
+            model,
+            streamed,
+        )
     except InvalidUsageError as exc:
         return UnmeteredCall(
             call=call,
@@ -143,33 +169,43 @@ def outcome_from_body(
             error=exc,
         )
     logger.debug(
-        "response %s from %s used %d input and %d output tokens",
-        usage.response_id,
-        call.path,
+        "%s used %d input and %d output tokens",
+        source,
         usage.input_tokens,
         usage.output_tokens,
     )
     return usage
 
 
+@dataclass(frozen=True)
+class _Identity:
+    """The id a usage object is billed under, and the words naming it."""
+
+    response_id: str
+    """The response id, else the request id, else a local id."""
+    source: str
+    """The response and its endpoint, as messages name them."""
+
+
 def _read_usage(
     document: Mapping[str, Any],
     raw_usage: object,
     call: ProviderCall,
-    response_id: str,
+    identity: _Identity,
     model: str | None,
     streamed: bool,
 ) -> Usage:
     shape = _SHAPES[call.endpoint]
-    counts = _Counts.read(raw_usage, shape, response_id)
+    counts = _Counts.read(raw_usage, shape, identity)
     if model is None:
         raise InvalidUsageError(
-            f"invalid usage in response {response_id!r}: neither the response nor "
+            f"invalid usage in {identity.source}: neither the response nor "
             f"the request names a model. {NOT_BILLED}",
-            response_id=response_id,
+            response_id=identity.response_id,
             raw_usage=raw_usage,
         )
     status = document.get("status")
+    response_id = identity.response_id
     return Usage(
         endpoint=call.endpoint,
         model=model,
@@ -181,7 +217,7 @@ def _read_usage(
         reasoning_tokens=counts.reasoning,
         status=status if isinstance(status, str) else None,
         streamed=streamed,
-        tool_usage=_tool_usage(document, response_id),
+        tool_usage=_tool_usage(document, identity.source),
         raw_usage=copy.deepcopy(dict(counts.raw)),
     )
 
@@ -195,8 +231,8 @@ class _Counts:
     reasoning: int
 
     @classmethod
-    def read(cls, raw: object, shape: _UsageShape, response_id: str) -> _Counts:
-        reader = _CountReader(response_id, raw)
+    def read(cls, raw: object, shape: _UsageShape, identity: _Identity) -> _Counts:
+        reader = _CountReader(identity, raw)
         usage = reader.mapping(raw, "usage")
         input_tokens = reader.count(usage, shape.input, "usage")
         cached = reader.detail(usage, shape.input_details, "cached_tokens")
@@ -223,14 +259,14 @@ class _Counts:
 class _CountReader:
     """Checker of the counts in one usage object; its errors name the bad count."""
 
-    def __init__(self, response_id: str, raw: object) -> None:
-        self._response_id = response_id
+    def __init__(self, identity: _Identity, raw: object) -> None:
+        self._identity = identity
         self._raw = raw
 
     def error(self, problem: str) -> InvalidUsageError:
         return InvalidUsageError(
-            f"invalid usage in response {self._response_id!r}: {problem}. {NOT_BILLED}",
-            response_id=self._response_id,
+            f"invalid usage in {self._identity.source}: {problem}. {NOT_BILLED}",
+            response_id=self._identity.response_id,
             raw_usage=self._raw,
         )
 
@@ -293,14 +329,14 @@ def _local_response_id(call: ProviderCall) -> str:
     return local_id
 
 
-def _tool_usage(document: Mapping[str, Any], response_id: str) -> dict[str, Any] | None:
+def _tool_usage(document: Mapping[str, Any], source: str) -> dict[str, Any] | None:
     tool_usage = document.get("tool_usage")
     if tool_usage is None:
         return None
     if not isinstance(tool_usage, Mapping):
         logger.warning(
-            "response %s has tool_usage %r, expected a JSON object; ignoring it",
-            response_id,
+            "%s has tool_usage %r, expected a JSON object; ignoring it",
+            source,
             tool_usage,
         )
         return None

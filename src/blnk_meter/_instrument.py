@@ -36,7 +36,7 @@ from ._billable import (
     describe_call,
     warn_unmetered,
 )
-from ._extract import NOT_BILLED, outcome_from_body
+from ._extract import NOT_BILLED, name_response, outcome_from_body
 from ._metered_call import MeteredCall, RawCapture, Settings, capturing, record_raw_data
 from ._metered_stream import (
     AsyncMeteredStreamIterator,
@@ -92,8 +92,9 @@ def install(
             extra usage chunk from the caller. Without it, such streams are
             reported as ``stream_without_usage``.
         drain_on_close: when the caller stops reading a stream before its
-            usage arrived, read the rest of it without passing it on, so the
-            usage the provider bills is known.
+            usage arrived, or closes or drops a raw response before reading
+            its body, read the rest without passing it on, so the usage the
+            provider bills is known.
     """
     global _settings, _is_hook_registered
     with _lock:
@@ -363,34 +364,52 @@ def _outcome_now(
         )
     except Exception as exc:
         logger.exception("failed to read the usage of a call to %s", metered.call.path)
-        return UnmeteredCall(
-            call=metered.call,
-            reason="missing_usage",
-            message=(
-                f"blnk_meter failed to read the usage of a call to "
-                f"{metered.call.path}: {exc!r}. {NOT_BILLED}"
-            ),
-            error=exc,
-        )
+        return _unreadable(metered, exc, _request_id(capture, result))
+
+
+def _unreadable(
+    metered: MeteredCall, error: Exception, request_id: str | None
+) -> UnmeteredCall:
+    # Only the error's type is named, because its message may quote the body.
+    name = name_response(None, request_id)
+    return UnmeteredCall(
+        call=metered.call,
+        reason="missing_usage",
+        message=(
+            f"blnk_meter failed to read the usage of the {name} from "
+            f"{metered.call.path} ({type(error).__name__}). {NOT_BILLED}"
+        ),
+        response_id=request_id,
+        error=error,
+    )
 
 
 def _unobservable(metered: MeteredCall, stream: Any) -> UnmeteredCall:
+    request_id = _header_request_id(getattr(stream, "response", None))
+    name = name_response(None, request_id)
     return UnmeteredCall(
         call=metered.call,
         reason="stream_without_usage",
         message=(
-            f"a {type(stream).__name__} from {metered.call.path} does not iterate "
-            f"through the metering iterator, so its usage cannot be observed. "
-            f"{NOT_BILLED}"
+            f"the {type(stream).__name__} of the {name} from {metered.call.path} "
+            f"does not iterate through the metering iterator, so its usage "
+            f"cannot be observed. {NOT_BILLED}"
         ),
+        response_id=request_id,
     )
 
 
 def _request_id(capture: RawCapture, result: Any) -> str | None:
-    headers = capture.headers
-    request_id = headers.get("x-request-id") if headers is not None else None
+    request_id = _header_request_id(capture)
     if request_id is None:
         request_id = getattr(result, "_request_id", None)
+    return request_id if isinstance(request_id, str) and request_id else None
+
+
+def _header_request_id(response: Any) -> str | None:
+    """Return the ``x-request-id`` header of a response or capture, if any."""
+    headers = getattr(response, "headers", None)
+    request_id = headers.get("x-request-id") if headers is not None else None
     return request_id if isinstance(request_id, str) and request_id else None
 
 

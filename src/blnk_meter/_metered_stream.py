@@ -22,7 +22,7 @@ from typing import Any
 
 from ._metered_call import MeteredCall, RawCapture, capturing
 from ._recorder import CallOutcome
-from ._stream_usage import StreamUsage
+from ._stream_usage import Interruption, StreamUsage
 
 __all__ = ["AsyncMeteredStreamIterator", "MeteredStreamIterator", "attach_stream"]
 
@@ -50,7 +50,7 @@ def _outcome_of_error(usage: StreamUsage, error: BaseException) -> CallOutcome:
     # APIConnectionError (or its timeout subclass) when the connection fails.
     if isinstance(error, APIError) and not isinstance(error, APIConnectionError):
         return usage.failed(error)
-    return usage.interrupted(error)
+    return usage.interrupted(Interruption(error))
 
 
 def _observe(usage: StreamUsage, item: object, capture: RawCapture) -> bool:
@@ -74,6 +74,30 @@ def _is_closed_generator(events: object) -> bool:
     """Whether a generator was closed, or finished, so it yields nothing more."""
     frame_attribute = "ag_frame" if hasattr(events, "ag_frame") else "gi_frame"
     return getattr(events, frame_attribute, True) is None
+
+
+def _is_running_generator(events: object) -> bool:
+    """Whether a generator is executing, so it cannot be advanced from here.
+
+    The SDK's event generator closes the response in its ``finally`` block.
+    When something other than the stream closes the generator (the event
+    loop at shutdown, or the garbage collector), that close reaches the
+    metering iterator while the generator still runs, and the rest of the
+    stream can no longer be read.
+    """
+    running_attribute = "ag_running" if hasattr(events, "ag_running") else "gi_running"
+    return getattr(events, running_attribute, False) is True
+
+
+def _interruption_without_drain(
+    call: MeteredCall, events: object
+) -> Interruption | None:
+    """Return why a stream stopped early cannot be drained, or ``None`` if it can."""
+    if _is_running_generator(events):
+        return Interruption(is_dropped=True)
+    if not call.drain_on_close or _is_closed_generator(events):
+        return Interruption()
+    return None
 
 
 class _StreamMeter:
@@ -169,8 +193,9 @@ class MeteredStreamIterator(_StreamMeter):
         if meter is None:
             return
         call, usage = meter
-        if not call.drain_on_close or _is_closed_generator(self._events):
-            self._end(call, usage.interrupted(None))
+        interruption = _interruption_without_drain(call, self._events)
+        if interruption is not None:
+            self._end(call, usage.interrupted(interruption))
             return
         logger.debug("draining a stream of %s closed before its usage", call.call.path)
         try:
@@ -266,8 +291,9 @@ class AsyncMeteredStreamIterator(_StreamMeter):
         if meter is None:
             return
         call, usage = meter
-        if not call.drain_on_close or _is_closed_generator(self._events):
-            await self._end(call, usage.interrupted(None))
+        interruption = _interruption_without_drain(call, self._events)
+        if interruption is not None:
+            await self._end(call, usage.interrupted(interruption))
             return
         logger.debug("draining a stream of %s closed before its usage", call.call.path)
         try:
@@ -302,7 +328,7 @@ class AsyncMeteredStreamIterator(_StreamMeter):
         call, usage = meter
         self._has_ended = True
         try:
-            call.finish_from_sync_code(usage.interrupted(None))
+            call.finish_from_sync_code(usage.interrupted(Interruption(is_dropped=True)))
         except BaseException:
             with contextlib.suppress(Exception):
                 logger.exception("failed to settle a garbage-collected stream")

@@ -18,11 +18,11 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
-from ._extract import NOT_BILLED
+from ._extract import NOT_BILLED, name_response
 from ._metered_call import MeteredCall
 from ._metered_stream import attach_stream
 from ._recorder import CallOutcome
-from ._stream_usage import outcome_from_bytes
+from ._stream_usage import Interruption, outcome_from_bytes
 from ._usage import UnmeteredCall
 
 __all__ = [
@@ -114,11 +114,12 @@ class RawBody:
         self.is_handed_off = True
         if attach_stream(self.call, stream):
             return None
+        name = name_response(None, self._request_id)
         return UnmeteredCall(
             call=self.call.call,
             reason="stream_without_usage",
             message=(
-                f"a raw response of {self.call.call.path} was parsed into a "
+                f"the raw {name} from {self.call.call.path} was parsed into a "
                 f"{type(stream).__name__}, whose events cannot be observed. "
                 f"{NOT_BILLED}"
             ),
@@ -126,16 +127,21 @@ class RawBody:
         )
 
     def outcome_of_content(
-        self, content: bytes, *, complete: bool = True
+        self, content: bytes, interruption: Interruption | None = None
     ) -> CallOutcome:
-        """Read the call's outcome from the body bytes."""
+        """Read the call's outcome from the body bytes.
+
+        Args:
+            content: the body, or its start when ``interruption`` is given.
+            interruption: why the rest of the body was not read, if it was not.
+        """
         return outcome_from_bytes(
             content,
             self.call.call,
             request_id=self._request_id,
             is_event_stream=self.is_event_stream,
             expects_usage=self.call.expects_stream_usage,
-            complete=complete,
+            interruption=interruption,
         )
 
     def feed(self, chunk: bytes | str, *, is_line: bool = False) -> None:
@@ -143,10 +149,10 @@ class RawBody:
         text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
         self._text.append(text + "\n" if is_line else text)
 
-    def outcome_of_fed(self, *, complete: bool) -> CallOutcome:
+    def outcome_of_fed(self, interruption: Interruption | None = None) -> CallOutcome:
         """Read the call's outcome from the pieces fed so far."""
         text = "".join(self._text) + self._decoder.decode(b"", final=True)
-        return self.outcome_of_content(text.encode("utf-8"), complete=complete)
+        return self.outcome_of_content(text.encode("utf-8"), interruption)
 
     def outcome_if_read(self) -> CallOutcome | None:
         """Return the outcome once the body was read entirely, else ``None``."""
@@ -162,7 +168,7 @@ class RawBody:
         content = _content_or_none(self._http_response)
         if content is not None:
             return self.outcome_of_content(content)
-        return self.outcome_of_fed(complete=False)
+        return self.outcome_of_fed(Interruption())
 
     def settle_discarded(self) -> None:
         """Settle the call of a response garbage collected while still open."""
@@ -176,7 +182,7 @@ class RawBody:
                 self.feed(chunk, is_line=is_line)
             yield chunk
         if self.is_open:
-            self.call.finish_from_sync_code(self.outcome_of_fed(complete=True))
+            self.call.finish_from_sync_code(self.outcome_of_fed())
 
     async def awatch(
         self, chunks: AsyncIterator[_Chunk], *, is_line: bool
@@ -187,7 +193,7 @@ class RawBody:
                 self.feed(chunk, is_line=is_line)
             yield chunk
         if self.is_open:
-            await self.call.afinish(self.outcome_of_fed(complete=True))
+            await self.call.afinish(self.outcome_of_fed())
 
 
 # wrapt wrappers for the raw response classes. Each one passes straight

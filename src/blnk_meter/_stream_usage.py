@@ -8,17 +8,24 @@ cut before that is reported with the reason, never billed as zero.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ._extract import NOT_BILLED, as_document, outcome_from_body
+from ._extract import NOT_BILLED, as_document, name_response, outcome_from_body
 from ._recorder import CallOutcome
 from ._usage import ProviderCall, UnmeteredCall, UnmeteredReason
 
-__all__ = ["RESPONSE_TERMINAL_EVENTS", "SseParser", "StreamUsage", "outcome_from_bytes"]
+__all__ = [
+    "RESPONSE_TERMINAL_EVENTS",
+    "Interruption",
+    "SseParser",
+    "StreamUsage",
+    "outcome_from_bytes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +35,36 @@ RESPONSE_TERMINAL_EVENTS = frozenset(
 """Responses stream events that carry the final response and its usage."""
 
 
+@dataclass(frozen=True)
+class Interruption:
+    """The reason a stream or response body was not read to its end.
+
+    Attributes:
+        error: the error that stopped reading it, if one did.
+        is_dropped: whether the caller dropped it without closing it, when
+            the rest of it could no longer be read.
+    """
+
+    error: BaseException | None = None
+    is_dropped: bool = False
+
+    def describe(self) -> str:
+        """Return what happened, as the predicate of a sentence."""
+        if self.is_dropped:
+            return (
+                "was dropped without being closed before any usage arrived, "
+                "so the rest of it could not be read"
+            )
+        if isinstance(self.error, asyncio.CancelledError):
+            return "stopped before any usage arrived because its task was cancelled"
+        if self.error is not None:
+            return (
+                "stopped before any usage arrived because reading it failed "
+                f"({type(self.error).__name__})"
+            )
+        return "was closed before any usage arrived"
+
+
 def outcome_from_bytes(
     content: bytes,
     call: ProviderCall,
@@ -35,7 +72,7 @@ def outcome_from_bytes(
     request_id: str | None,
     is_event_stream: bool,
     expects_usage: bool,
-    complete: bool = True,
+    interruption: Interruption | None = None,
 ) -> CallOutcome:
     """Read the usage of a response body that the caller read as bytes.
 
@@ -46,8 +83,9 @@ def outcome_from_bytes(
         is_event_stream: whether the body is a server-sent event stream.
         expects_usage: for chat and completion streams, whether the request
             asked for a usage chunk.
-        complete: whether ``content`` is the whole body; a part of one is
-            billed only if the usage arrived in it.
+        interruption: why ``content`` is only the start of the body, or
+            ``None`` when it is the whole body. A part of a body is billed
+            only if the usage arrived in it.
 
     Returns:
         The usage to bill, or an :class:`UnmeteredCall`.
@@ -56,16 +94,17 @@ def outcome_from_bytes(
         usage = StreamUsage(call, request_id=request_id, expects_usage=expects_usage)
         for event in SseParser().feed(content.decode("utf-8", errors="replace")):
             usage.observe(event)
-        return usage.ended() if complete else usage.interrupted(None)
-    if not complete:
+        return (
+            usage.ended() if interruption is None else usage.interrupted(interruption)
+        )
+    source = f"{name_response(None, request_id)} from {call.path}"
+    if interruption is not None:
         return UnmeteredCall(
             call=call,
             reason="stream_interrupted",
-            message=(
-                f"response body from {call.path} (request {request_id!r}) was closed "
-                f"before it was read entirely. {NOT_BILLED}"
-            ),
+            message=f"{source} {interruption.describe()}. {NOT_BILLED}",
             response_id=request_id,
+            error=interruption.error,
         )
     try:
         body = json.loads(content)
@@ -73,10 +112,7 @@ def outcome_from_bytes(
         return UnmeteredCall(
             call=call,
             reason="missing_usage",
-            message=(
-                f"response from {call.path} (request {request_id!r}) is not valid "
-                f"JSON. {NOT_BILLED}"
-            ),
+            message=f"{source} is not valid JSON. {NOT_BILLED}",
             response_id=request_id,
             error=exc,
         )
@@ -175,17 +211,14 @@ class StreamUsage:
             self._error_event = code if isinstance(code, str) else "error"
         if kind not in RESPONSE_TERMINAL_EVENTS:
             return
-        outcome = outcome_from_body(
-            response, self.call, request_id=self._fallback_id(), streamed=True
-        )
+        outcome = self._outcome_of(response)
         if isinstance(outcome, UnmeteredCall) and outcome.reason == "missing_usage":
             failed = kind == "response.failed"
             outcome = replace(
                 outcome,
                 reason="stream_error" if failed else "stream_without_usage",
                 message=(
-                    f"stream of response {outcome.response_id!r} ended with "
-                    f"{kind} but no usage. {NOT_BILLED}"
+                    f"{self._source()} ended with {kind} but no usage. {NOT_BILLED}"
                 ),
             )
         self._decide(outcome)
@@ -194,12 +227,17 @@ class StreamUsage:
         self._remember(chunk)
         if chunk.get("usage") is None:
             return False
-        self._decide(
-            outcome_from_body(
-                chunk, self.call, request_id=self._fallback_id(), streamed=True
-            )
-        )
+        self._decide(self._outcome_of(chunk))
         return self._hides_usage_chunk and chunk.get("choices") == []
+
+    def _outcome_of(self, body: object) -> CallOutcome:
+        return outcome_from_body(
+            body,
+            self.call,
+            request_id=self._request_id,
+            response_id=self._response_id,
+            streamed=True,
+        )
 
     def _remember(self, body: Mapping[str, Any]) -> None:
         response_id = body.get("id")
@@ -212,15 +250,16 @@ class StreamUsage:
     def _fallback_id(self) -> str | None:
         return self._response_id or self._request_id
 
+    def _source(self) -> str:
+        """Name the stream, its response and its endpoint for a message."""
+        name = name_response(self._response_id, self._request_id)
+        return f"stream of {name} from {self.call.path}"
+
     def _decide(self, outcome: CallOutcome) -> None:
         if self.outcome is None:
             self.outcome = outcome
             return
-        logger.warning(
-            "stream of response %s from %s reported usage twice; keeping the first",
-            self._fallback_id(),
-            self.call.path,
-        )
+        logger.warning("%s reported usage twice; keeping the first", self._source())
 
     def ended(self) -> CallOutcome:
         """Return the outcome of a stream that ended without an exception."""
@@ -246,13 +285,12 @@ class StreamUsage:
             "stream_options.include_usage",
         )
 
-    def interrupted(self, error: BaseException | None) -> CallOutcome:
-        """Return the outcome of a stream cut, closed or abandoned early."""
+    def interrupted(self, interruption: Interruption) -> CallOutcome:
+        """Return the outcome of a stream cut, closed or dropped early."""
         if self.outcome is not None:
             return self.outcome
-        cause = f" ({type(error).__name__})" if error is not None else ""
         return self._unknown(
-            "stream_interrupted", f"stopped before any usage arrived{cause}", error
+            "stream_interrupted", interruption.describe(), interruption.error
         )
 
     def failed(self, error: BaseException) -> CallOutcome:
@@ -268,15 +306,11 @@ class StreamUsage:
     def _unknown(
         self, reason: UnmeteredReason, what: str, error: BaseException | None = None
     ) -> UnmeteredCall:
-        response_id = self._fallback_id()
         return UnmeteredCall(
             call=self.call,
             reason=reason,
-            message=(
-                f"stream of response {response_id!r} from {self.call.path} {what}; "
-                f"{NOT_BILLED}"
-            ),
-            response_id=response_id,
+            message=f"{self._source()} {what}. {NOT_BILLED}",
+            response_id=self._fallback_id(),
             model=self._model,
             error=error,
         )
