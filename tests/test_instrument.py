@@ -6,6 +6,7 @@ recorder heard. Streams are tested in ``test_instrument_streams.py``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from blnk_meter.testing._provider import (
 from metering_recorder import RecordingRecorder
 
 MESSAGES: Any = [{"role": "user", "content": "one two three"}]
+REPLY_TOKENS = count_tokens(REPLY)
 
 
 class City(pydantic.BaseModel):
@@ -640,23 +642,7 @@ def test_streaming_response_read_is_billed(
     assert recorder.only().usage.input_tokens == 3
 
 
-def test_streaming_response_closed_unread(
-    fake: FakeOpenAI, recorder: RecordingRecorder
-) -> None:
-    client = fake.sync_client()
-
-    with client.chat.completions.with_streaming_response.create(
-        model="gpt-4o-mini", messages=MESSAGES
-    ):
-        pass
-
-    unmetered = recorder.only().unmetered
-    assert unmetered.reason == "stream_interrupted"
-    assert "was closed before any usage arrived" in unmetered.message
-    assert "response with request id 'req_" in unmetered.message
-
-
-def test_streaming_response_read_partly(
+def test_streaming_response_exit_reads_rest(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
     client = fake.sync_client()
@@ -664,9 +650,83 @@ def test_streaming_response_read_partly(
     with client.chat.completions.with_streaming_response.create(
         model="gpt-4o-mini", messages=MESSAGES
     ) as raw:
-        next(raw.iter_bytes(5))
+        assert recorder.only().is_settled is False
+    del raw
+    gc.collect()
 
-    assert recorder.only().unmetered.reason == "stream_interrupted"
+    usage = recorder.only().usage
+    assert usage.input_tokens == 3
+    assert usage.output_tokens == REPLY_TOKENS
+
+
+def test_streaming_response_close_reads_rest(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+
+    with client.embeddings.with_streaming_response.create(
+        model="text-embedding-3-small", input="a b c"
+    ) as raw:
+        raw.close()
+        assert recorder.only().usage.input_tokens == 3
+        assert raw.is_closed is True
+
+    assert recorder.only().method == "finish"
+
+
+PARTIAL_READERS: list[Any] = [
+    pytest.param(lambda raw: next(raw.iter_bytes(5)), id="iter_bytes"),
+    pytest.param(lambda raw: next(raw.iter_text(5)), id="iter_text"),
+    pytest.param(lambda raw: next(raw.iter_lines()), id="iter_lines"),
+]
+
+
+@pytest.mark.parametrize("read_part", PARTIAL_READERS)
+def test_streaming_response_partial_read_drains(
+    fake: FakeOpenAI, recorder: RecordingRecorder, read_part: Callable[[Any], object]
+) -> None:
+    client = fake.sync_client()
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as raw:
+        read_part(raw)
+        assert recorder.only().is_settled is False
+
+    assert recorder.only().usage.input_tokens == 3
+
+
+def test_dropped_streaming_response_is_drained(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+    manager = client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    raw = manager.__enter__()
+
+    del raw, manager
+    gc.collect()
+
+    assert recorder.only().usage.input_tokens == 3
+
+
+def test_streaming_response_close_without_drain(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    _instrument.install(recorder, drain_on_close=False)
+    client = fake.sync_client()
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as raw:
+        request_id = raw.request_id
+
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert unmetered.response_id == request_id
+    assert f"response with request id {request_id!r}" in unmetered.message
+    assert "was closed before any usage arrived" in unmetered.message
 
 
 async def test_async_streaming_response_billed(
@@ -697,9 +757,40 @@ async def test_async_streaming_response_parse(
     assert recorder.only().usage.response_id == response.id
 
 
-async def test_async_streaming_response_closed_unread(
+async def test_async_streaming_response_exit_reads_rest(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
+    client = fake.async_client()
+
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ):
+        assert recorder.only().is_settled is False
+
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.output_tokens == REPLY_TOKENS
+
+
+async def test_async_streaming_response_partial_read_drains(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.async_client()
+
+    async with client.embeddings.with_streaming_response.create(
+        model="text-embedding-3-small", input="a b c"
+    ) as raw:
+        async for _chunk in raw.iter_bytes(5):
+            break
+        assert recorder.only().is_settled is False
+
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.input_tokens == 3
+
+
+async def test_async_streaming_response_close_without_drain(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    _instrument.install(recorder, drain_on_close=False)
     client = fake.async_client()
 
     async with client.responses.with_streaming_response.create(

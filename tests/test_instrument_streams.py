@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -381,18 +382,92 @@ def test_raw_stream_billed_after_parse(
     assert recorder.only().usage.response_id == chunks[0].id
 
 
-def test_dropped_raw_stream_is_interrupted(
-    fake: FakeOpenAI, recorder: RecordingRecorder
-) -> None:
-    raw = fake.sync_client().chat.completions.with_raw_response.create(
+def create_raw_chat_stream(client: openai.OpenAI) -> Any:
+    return client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
+
+
+def create_raw_response_stream(client: openai.OpenAI) -> Any:
+    return client.responses.with_raw_response.create(
+        model="gpt-4o-mini", input="a b", stream=True
+    )
+
+
+# The number of each is the input tokens of its request.
+RAW_STREAMS: list[Any] = [
+    pytest.param(create_raw_chat_stream, 3, id="chat"),
+    pytest.param(create_raw_response_stream, 2, id="responses"),
+]
+
+
+@pytest.mark.parametrize(("create", "input_tokens"), RAW_STREAMS)
+def test_dropped_raw_stream_is_drained(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    create: Callable[[openai.OpenAI], Any],
+    input_tokens: int,
+) -> None:
+    raw = create(fake.sync_client())
+    assert recorder.only().is_settled is False
 
     del raw
     gc.collect()
 
     assert recorder.only().method == "finish"
-    assert recorder.only().unmetered.reason == "stream_interrupted"
+    usage = recorder.only().usage
+    assert usage.input_tokens == input_tokens
+    assert usage.output_tokens == REPLY_TOKENS
+    assert usage.streamed is True
+
+
+def test_dropped_raw_stream_without_drain(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    reinstall(recorder, drain_on_close=False)
+    raw = create_raw_response_stream(fake.sync_client())
+
+    del raw
+    gc.collect()
+
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert "was closed before any usage arrived" in unmetered.message
+
+
+async def test_async_dropped_raw_stream_is_drained(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    raw = await fake.async_client().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    assert recorder.only().is_settled is False
+
+    del raw
+    await settle_async(recorder)
+
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.output_tokens == REPLY_TOKENS
+
+
+def test_async_raw_stream_dropped_after_loop(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    async def create() -> Any:
+        client = fake.async_client()
+        return await client.responses.with_raw_response.create(
+            model="gpt-4o-mini", input="a b", stream=True
+        )
+
+    raw = asyncio.run(create())
+    del raw
+    gc.collect()
+
+    # With its event loop closed, nothing can read the rest of the body.
+    assert recorder.only().method == "finish"
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert "dropped without being closed" in unmetered.message
 
 
 def test_streaming_response_stream_parse(
@@ -422,7 +497,44 @@ def test_streaming_response_lines_billed(
     assert recorder.only().usage.input_tokens == 3
 
 
-def test_streaming_response_lines_read_partly(
+def create_chat_streaming_response(client: openai.OpenAI | openai.AsyncOpenAI) -> Any:
+    return client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+
+
+def create_response_streaming_response(
+    client: openai.OpenAI | openai.AsyncOpenAI,
+) -> Any:
+    return client.responses.with_streaming_response.create(
+        model="gpt-4o-mini", input="a b", stream=True
+    )
+
+
+STREAMING_RESPONSES: list[Any] = [
+    pytest.param(create_chat_streaming_response, 3, id="chat"),
+    pytest.param(create_response_streaming_response, 2, id="responses"),
+]
+
+
+@pytest.mark.parametrize(("create", "input_tokens"), STREAMING_RESPONSES)
+def test_streaming_response_stream_exit_drains(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    create: Callable[[openai.OpenAI], Any],
+    input_tokens: int,
+) -> None:
+    with create(fake.sync_client()) as raw:
+        assert recorder.only().is_settled is False
+    del raw
+    gc.collect()
+
+    usage = recorder.only().usage
+    assert usage.input_tokens == input_tokens
+    assert usage.output_tokens == REPLY_TOKENS
+
+
+def test_streaming_response_lines_partly_drains(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
     client = fake.sync_client()
@@ -430,9 +542,90 @@ def test_streaming_response_lines_read_partly(
     with client.responses.with_streaming_response.create(
         model="gpt-4o-mini", input="a b", stream=True
     ) as raw:
-        next(raw.iter_lines())
+        first_line = next(raw.iter_lines())
+        assert recorder.only().is_settled is False
 
-    assert recorder.only().unmetered.reason == "stream_interrupted"
+    assert first_line.startswith("event: response.created")
+    assert recorder.only().usage.input_tokens == 2
+
+
+def test_streaming_response_parsed_exit_drains(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+
+    with create_chat_streaming_response(client) as raw:
+        next(raw.parse())
+
+    assert recorder.only().usage.output_tokens == REPLY_TOKENS
+
+
+def test_streaming_response_drain_failure_interrupts(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="disconnect"))
+
+    with create_response_streaming_response(fake.sync_client()):
+        pass
+
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert isinstance(unmetered.error, httpx.ReadError)
+    assert "because reading it failed (ReadError)" in unmetered.message
+
+
+def test_streaming_response_late_failure_bills(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="late_disconnect"))
+
+    with create_chat_streaming_response(fake.sync_client()):
+        pass
+
+    assert recorder.only().usage.input_tokens == 3
+
+
+@pytest.mark.parametrize(("create", "input_tokens"), STREAMING_RESPONSES)
+async def test_async_streaming_response_exit_drains(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    create: Callable[[Any], Any],
+    input_tokens: int,
+) -> None:
+    async with create(fake.async_client()) as raw:
+        assert recorder.only().is_settled is False
+    del raw
+    await settle_async(recorder)
+
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.input_tokens == input_tokens
+
+
+async def test_async_streaming_response_lines_drain(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.async_client()
+
+    async with create_chat_streaming_response(client) as raw:
+        async for _line in raw.iter_lines():
+            break
+
+    assert recorder.only().method == "afinish"
+    assert recorder.only().usage.output_tokens == REPLY_TOKENS
+
+
+async def test_async_streaming_response_drain_failure(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="disconnect"))
+
+    async with create_chat_streaming_response(fake.async_client()):
+        pass
+
+    assert recorder.only().method == "afinish"
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert isinstance(unmetered.error, httpx.ReadError)
 
 
 async def test_async_streaming_response_stream(
@@ -449,6 +642,47 @@ async def test_async_streaming_response_stream(
     assert all(chunk.choices for chunk in chunks)
     assert recorder.only().method == "afinish"
     assert recorder.only().usage.input_tokens == 3
+
+
+class StalledBody(httpx.AsyncByteStream):
+    """A body that sends its first bytes, then nothing until it is cancelled."""
+
+    def __init__(self, first: bytes) -> None:
+        self._first = first
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._first
+        await asyncio.Event().wait()
+
+
+async def test_async_cancelled_drain_is_interrupted(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    def stall(request: httpx.Request) -> httpx.Response:
+        response = fake.handler(request)
+        first = b"".join(response.iter_bytes())[:40]
+        return httpx.Response(200, headers=response.headers, stream=StalledBody(first))
+
+    transport = httpx.MockTransport(stall)
+    client = fake.async_client(http_client=httpx.AsyncClient(transport=transport))
+
+    async def close_unread() -> None:
+        async with create_chat_streaming_response(client):
+            pass
+
+    task = asyncio.create_task(close_unread())
+    while not fake.requests:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert recorder.only().method == "afinish"
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_interrupted"
+    assert isinstance(unmetered.error, asyncio.CancelledError)
+    assert "because its task was cancelled" in unmetered.message
 
 
 # Stopping early ----------------------------------------------------------------

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,7 +33,8 @@ class Settings:
     Attributes:
         recorder: receives every metered call.
         inject_stream_usage: ask chat and completion streams for a usage chunk.
-        drain_on_close: read the rest of a stream closed before its usage.
+        drain_on_close: read the rest of a stream closed before its usage,
+            and of a raw response closed or dropped before it was read.
     """
 
     recorder: Recorder
@@ -142,22 +143,34 @@ class MeteredCall:
         client finishes with ``afinish`` in a task on the event loop it began
         on, or with ``finish`` when that loop has closed.
         """
+        if not self.start_on_loop(lambda: self.afinish(outcome)):
+            self.finish(outcome)
+
+    def start_on_loop(self, start: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``start()`` in a task on the asyncio loop the call began on.
+
+        It is safe to call from any thread and from a finalizer.
+
+        Returns:
+            ``False`` when the call has no such loop, or it has closed, so
+            nothing was started.
+        """
         loop = self._loop
         if loop is None or loop.is_closed():
-            self.finish(outcome)
-            return
+            return False
         try:
-            loop.call_soon_threadsafe(_start_task, self.afinish(outcome))
-        except RuntimeError:
-            self.finish(outcome)
+            loop.call_soon_threadsafe(_start_task, start)
+        except RuntimeError:  # the loop closed in the meantime
+            return False
+        return True
 
 
 _tasks: set[asyncio.Task[None]] = set()
 
 
-def _start_task(coroutine: Coroutine[Any, Any, None]) -> None:
+def _start_task(start: Callable[[], Coroutine[Any, Any, None]]) -> None:
     # The event loop keeps only weak references to tasks.
-    task = asyncio.get_running_loop().create_task(coroutine)
+    task = asyncio.get_running_loop().create_task(start())
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 

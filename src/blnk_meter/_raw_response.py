@@ -4,18 +4,25 @@ A raw response whose body the SDK already read (``with_raw_response`` without
 ``stream=True``) is billed at once from its bytes. Any other raw response is
 billed when the caller reads it: ``parse()`` of a stream hands the call to the
 stream's iterator, and ``parse()``, ``read()``, ``text()``, ``json()`` or a
-finished ``iter_*()`` bill from the bytes. Closing or discarding the response
-before that bills what was read, or reports the call as unmetered. The body
-is never read on the caller's behalf.
+finished ``iter_*()`` bill from the bytes.
+
+The caller may close the response first (``close()``, or leaving its
+``with`` block) or drop it. With ``drain_on_close`` on, the rest of the body
+is then read, from where the caller's ``iter_*()`` stopped, and the call is
+billed from the whole body. Otherwise it is billed from what was read, or
+reported as unmetered. The body is never read while the caller still holds
+the response.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._extract import NOT_BILLED, name_response
@@ -43,6 +50,30 @@ logger = logging.getLogger(__name__)
 _Chunk = TypeVar("_Chunk", bytes, str)
 
 _open_bodies: weakref.WeakKeyDictionary[Any, RawBody] = weakref.WeakKeyDictionary()
+
+_READER_ATTRIBUTE = "_blnk_meter_reader"
+"""The attribute of a raw response that keeps the iterator of its body the
+caller started last, so that closing the response reads on from there. The
+response owns it, not :class:`RawBody`: the iterator refers back to the
+response, so the two can only be collected together."""
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """An iterator over a body, and whether it yields lines."""
+
+    chunks: Any
+    """An ``Iterator`` of a sync response, an ``AsyncIterator`` of an async one."""
+    is_line: bool
+
+
+def _keep_reader(raw: Any, reader: _Reader) -> None:
+    vars(raw)[_READER_ATTRIBUTE] = reader
+
+
+def _reader_of(raw: Any) -> _Reader | None:
+    reader = vars(raw).get(_READER_ATTRIBUTE)
+    return reader if isinstance(reader, _Reader) else None
 
 
 def _content_or_none(http_response: Any) -> bytes | None:
@@ -161,19 +192,111 @@ class RawBody:
             return None
         return self.outcome_of_content(content)
 
-    def outcome_on_close(self) -> CallOutcome | None:
-        """Return the outcome when the caller closes or drops the response."""
+    def drain(self, reader: _Reader | None) -> CallOutcome | None:
+        """Read the rest of a body the caller closed or dropped.
+
+        Args:
+            reader: the iterator the caller started on the body, if any.
+
+        Returns:
+            The call's outcome, or ``None`` when it is settled already.
+        """
         if not self.is_open:
             return None
+        outcome = self._outcome_without_reading(reader)
+        if outcome is not None:
+            return outcome
+        rest = self._rest_of_body(reader)
+        try:
+            for chunk in rest.chunks:
+                self.feed(chunk, is_line=rest.is_line)
+        except Exception as exc:
+            return self._drain_failed(exc)
+        return self.outcome_of_fed()
+
+    async def adrain(self, reader: _Reader | None) -> CallOutcome | None:
+        """Async counterpart of :meth:`drain`."""
+        if not self.is_open:
+            return None
+        outcome = self._outcome_without_reading(reader)
+        if outcome is not None:
+            return outcome
+        rest = self._rest_of_body(reader)
+        try:
+            async for chunk in rest.chunks:
+                self.feed(chunk, is_line=rest.is_line)
+        except Exception as exc:
+            return self._drain_failed(exc)
+        return self.outcome_of_fed()
+
+    def _outcome_without_reading(self, reader: _Reader | None) -> CallOutcome | None:
+        """Return the outcome when no more of the body can or need be read."""
         content = _content_or_none(self._http_response)
         if content is not None:
             return self.outcome_of_content(content)
-        return self.outcome_of_fed(Interruption())
+        if not self.call.drain_on_close:
+            return self.outcome_of_fed(Interruption())
+        if reader is not None:
+            # httpx closes a response once all its bytes arrived, but the
+            # caller's iterator may still hold the last lines of them.
+            return None
+        if self._http_response.is_closed:
+            return self.outcome_of_fed(Interruption())
+        if getattr(self._http_response, "is_stream_consumed", False):
+            # The caller's iterator was collected with the response, and httpx
+            # cannot start the body over.
+            return self.outcome_of_fed(Interruption(is_dropped=True))
+        return None
+
+    def _rest_of_body(self, reader: _Reader | None) -> _Reader:
+        logger.debug("reading the rest of a response of %s", self.call.call.path)
+        if reader is not None:
+            return reader
+        if self.call.call.is_async:
+            return _Reader(self._http_response.aiter_bytes(), is_line=False)
+        return _Reader(self._http_response.iter_bytes(), is_line=False)
+
+    def _drain_failed(self, error: BaseException) -> CallOutcome:
+        logger.debug(
+            "reading the rest of a response of %s failed (%s)",
+            self.call.call.path,
+            type(error).__name__,
+        )
+        return self.outcome_of_fed(Interruption(error))
+
+    async def asettle_drained(self, reader: _Reader | None) -> None:
+        """Settle the call of an async body its caller closed or dropped."""
+        try:
+            outcome = await self.adrain(reader)
+        except asyncio.CancelledError as exc:
+            await self.call.afinish(self._drain_failed(exc))
+            raise
+        except Exception:
+            _log_failure(self)
+            return
+        if outcome is not None:
+            await self.call.afinish(outcome)
 
     def settle_discarded(self) -> None:
-        """Settle the call of a response garbage collected while still open."""
+        """Settle the call of a response garbage collected while still open.
+
+        A sync body is read on in the collecting thread. An async body is
+        read on in a task on the event loop the call began on, or reported
+        as dropped when that loop has closed.
+        """
+        if not self.is_open:
+            return
+        if not self.call.call.is_async:
+            with contextlib.suppress(Exception):
+                _finish(self, lambda: self.drain(None))
+            return
+        if self.call.drain_on_close and self.call.start_on_loop(
+            lambda: self.asettle_drained(None)
+        ):
+            return
+        interruption = Interruption(is_dropped=self.call.drain_on_close)
         with contextlib.suppress(Exception):
-            _finish(self, self.outcome_on_close)
+            _finish(self, lambda: self.outcome_of_fed(interruption))
 
     def watch(self, chunks: Iterator[_Chunk], *, is_line: bool) -> Iterator[_Chunk]:
         """Pass ``chunks`` on, and settle the call when they run out."""
@@ -209,7 +332,7 @@ def _finish(body: RawBody, read_outcome: Callable[[], CallOutcome | None]) -> No
         if outcome is not None:
             body.call.finish_from_sync_code(outcome)
     except Exception:
-        logger.exception("failed to meter a raw response of %s", body.call.call.path)
+        _log_failure(body)
 
 
 async def _afinish(
@@ -221,7 +344,11 @@ async def _afinish(
         if outcome is not None:
             await body.call.afinish(outcome)
     except Exception:
-        logger.exception("failed to meter a raw response of %s", body.call.call.path)
+        _log_failure(body)
+
+
+def _log_failure(body: RawBody) -> None:
+    logger.exception("failed to meter a raw response of %s", body.call.call.path)
 
 
 def parse_wrapper(
@@ -288,7 +415,10 @@ def chunks_wrapper(is_line: bool) -> Callable[..., Any]:
     ) -> Any:
         chunks = wrapped(*args, **kwargs)
         body = _open_body(instance)
-        return chunks if body is None else body.watch(chunks, is_line=is_line)
+        if body is None:
+            return chunks
+        _keep_reader(instance, _Reader(chunks, is_line))
+        return body.watch(chunks, is_line=is_line)
 
     return wrapper
 
@@ -301,7 +431,10 @@ def async_chunks_wrapper(is_line: bool) -> Callable[..., Any]:
     ) -> Any:
         chunks = wrapped(*args, **kwargs)
         body = _open_body(instance)
-        return chunks if body is None else body.awatch(chunks, is_line=is_line)
+        if body is None:
+            return chunks
+        _keep_reader(instance, _Reader(chunks, is_line))
+        return body.awatch(chunks, is_line=is_line)
 
     return wrapper
 
@@ -309,22 +442,27 @@ def async_chunks_wrapper(is_line: bool) -> Callable[..., Any]:
 def close_wrapper(
     wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Wrap ``APIResponse.close()``, which ``with_streaming_response`` calls on exit."""
+    """Wrap ``APIResponse.close()``, which ``with_streaming_response`` calls on exit.
+
+    The call is settled first, so that the rest of the body can be read.
+    """
     body = _open_body(instance)
     try:
-        return wrapped(*args, **kwargs)
-    finally:
         if body is not None:
-            _finish(body, body.outcome_on_close)
+            _finish(body, lambda: body.drain(_reader_of(instance)))
+    finally:
+        result = wrapped(*args, **kwargs)
+    return result
 
 
 async def async_close_wrapper(
     wrapped: _Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Wrap ``AsyncAPIResponse.close()``."""
+    """Wrap ``AsyncAPIResponse.close()``; see :func:`close_wrapper`."""
     body = _open_body(instance)
     try:
-        return await wrapped(*args, **kwargs)
-    finally:
         if body is not None:
-            await _afinish(body, body.outcome_on_close)
+            await body.asettle_drained(_reader_of(instance))
+    finally:
+        result = await wrapped(*args, **kwargs)
+    return result
