@@ -8,13 +8,13 @@ coroutines instead.
 
 from __future__ import annotations
 
-from typing import Protocol, Union
+from typing import Protocol
 
 from ._usage import ProviderCall, UnmeteredCall, Usage
 
 __all__ = ["CallOutcome", "Recorder"]
 
-CallOutcome = Union[Usage, UnmeteredCall]
+CallOutcome = Usage | UnmeteredCall
 """What a finished call produced: usage to bill, or a report that it is unknown."""
 
 

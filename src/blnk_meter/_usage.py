@@ -88,10 +88,10 @@ class Usage(BaseModel):
     output_tokens: NonNegativeInt = Field(default=0, ge=0)
     reasoning_tokens: NonNegativeInt = Field(default=0, ge=0)
     status: str | None = None
-    """The response status when the provider reports one (``completed``, ``incomplete``, ...)."""
+    """The response status, when the provider reports one (``completed``, ...)."""
     streamed: bool = False
     tool_usage: dict[str, Any] | None = None
-    """Hosted-tool usage (web search calls, image generation tokens) as the provider sent it."""
+    """Hosted-tool usage (web search calls, image tokens) as the provider sent it."""
     raw_usage: dict[str, Any] | None = None
     """The usage object exactly as the provider sent it, for reconciliation."""
 
