@@ -399,3 +399,18 @@ def test_tool_usage_reaches_ledger(
     assert len(legs) == 2
     for leg in legs:
         assert leg["meta_data"]["tool_usage"]["web_search"]["num_requests"] == 2
+
+
+def test_scope_without_meter_sends_nothing(fake: FakeOpenAI) -> None:
+    blnk_meter.instrument()
+    sdk = fake.sync_client()
+
+    with (
+        metered(customer="acme"),
+        pytest.raises(errors.ConfigurationError, match="no meter"),
+    ):
+        sdk.responses.create(model="gpt-4o-mini", input="who bills this?")
+
+    assert fake.requests == []
+    outside = sdk.responses.create(model="gpt-4o-mini", input="nobody in scope")
+    assert outside.id

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -11,7 +12,7 @@ from blnk_meter._meter import Meter
 from blnk_meter._posting import MoneyMap, Posting, Wallet
 from blnk_meter._prices import PriceBook
 from blnk_meter._scope import Scope
-from blnk_meter._transports import Delivery, MemoryTransport
+from blnk_meter._transports import Delivery, MemoryTransport, RetryPolicy
 from blnk_meter._usage import ProviderCall, UnmeteredCall, Usage
 
 BOOK = PriceBook.from_dict(
@@ -505,5 +506,153 @@ def test_ledger_url_password_hidden() -> None:
     meter = Meter(ledger_url="http://admin:hunter2@127.0.0.1:5001")
 
     assert "hunter2" not in repr(meter)
-    assert "admin:***@127.0.0.1:5001" in repr(meter)
+    assert "admin" not in repr(meter)
+    assert "basic_auth=<set>" in repr(meter)
     meter.close()
+
+
+def test_integer_wallet_keys_match_customers() -> None:
+    transport = MemoryTransport()
+    meter = Meter(transport, prices=BOOK, wallets={42: Wallet("bln_42", "prepaid")})  # type: ignore[dict-item]
+
+    token = meter.begin(CALL, Scope(customer="42"))
+    assert token is not None
+    meter.finish(token, make_usage())
+
+    assert meter.wallet_for("42") == Wallet("bln_42", "prepaid")
+    assert transport.postings[0].legs[0].source == "bln_42"
+    assert transport.postings[0].legs[0].allow_overdraft is False
+
+
+def test_wallet_keys_clash_after_conversion() -> None:
+    wallets = {42: Wallet("bln_a"), "42": Wallet("bln_b")}
+
+    with pytest.raises(errors.ConfigurationError, match="appears twice"):
+        Meter(MemoryTransport(), prices=BOOK, wallets=wallets)  # type: ignore[arg-type]
+
+
+async def test_cancelled_delivery_keeps_posting() -> None:
+    started = asyncio.Event()
+
+    class HangingTransport:
+        async def asend(self, posting: Posting) -> Delivery:
+            started.set()
+            await asyncio.Event().wait()
+            raise AssertionError("never resumed")
+
+    memory = MemoryTransport()
+    meter = Meter(HangingTransport(), prices=BOOK)
+    call = ProviderCall("responses", "POST", "/responses", "gpt-4o-mini", False, True)
+    token = meter.begin(call, ACME)
+    assert token is not None
+
+    task = asyncio.create_task(meter.afinish(token, make_usage()))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    [failure] = meter.failures
+    assert failure.kind == "undelivered"
+    assert isinstance(failure.error, asyncio.CancelledError)
+    assert await meter.aretry_undelivered(memory) == 1
+    assert len(memory.postings) == 1
+
+
+def test_first_send_duplicate_logs_warning(caplog: pytest.LogCaptureFixture) -> None:
+    transport = MemoryTransport()
+    meter = Meter(transport, prices=BOOK)
+
+    with caplog.at_level(logging.WARNING, logger="blnk_meter"):
+        for _ in range(2):
+            token = meter.begin(CALL, ACME)
+            assert token is not None
+            meter.finish(token, make_usage(response_id="chatcmpl-reused"))
+
+    assert meter.stats.duplicates == 1
+    assert "already in the ledger before this meter sent it" in caplog.text
+    assert "chatcmpl-reused" in caplog.text
+
+
+def test_retry_through_new_transport_after_close() -> None:
+    meter = Meter(FlakyTransport(failures=1), prices=BOOK)
+    token = meter.begin(CALL, ACME)
+    assert token is not None
+    meter.finish(token, make_usage())
+    meter.close()
+    replacement = MemoryTransport()
+
+    assert meter.retry_undelivered(replacement) == 1
+    assert len(replacement.postings) == 1
+    assert meter.failures == []
+
+
+def test_clear_failures_returns_and_empties() -> None:
+    meter = Meter(MemoryTransport(), prices=BOOK)
+    token = meter.begin(CALL, ACME)
+    assert token is not None
+    meter.finish(token, make_usage(model="nope"))
+
+    cleared = meter.clear_failures()
+
+    assert [f.kind for f in cleared] == ["unpriced"]
+    assert meter.failures == []
+    assert meter.stats.unpriced == 1
+
+
+def test_kept_errors_release_tracebacks() -> None:
+    meter = Meter(FlakyTransport(failures=1), prices=BOOK)
+    token = meter.begin(CALL, ACME)
+    assert token is not None
+
+    meter.finish(token, make_usage())
+
+    [failure] = meter.failures
+    assert failure.error is not None
+    assert failure.error.__traceback__ is None
+
+
+def test_transport_with_only_send_accepted() -> None:
+    class SendOnly:
+        def __init__(self) -> None:
+            self.memory = MemoryTransport()
+
+        def send(self, posting: Posting) -> Delivery:
+            return self.memory.send(posting)
+
+    transport = SendOnly()
+    meter = Meter(transport, prices=BOOK)  # type: ignore[arg-type]
+    token = meter.begin(CALL, ACME)
+    assert token is not None
+    meter.finish(token, make_usage())
+    meter.close()
+
+    assert len(transport.memory.postings) == 1
+
+
+def test_object_without_send_rejected() -> None:
+    with pytest.raises(errors.ConfigurationError, match="neither send"):
+        Meter(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"attempts": 2.5}, id="fractional-attempts"),
+        pytest.param({"attempts": True}, id="bool-attempts"),
+        pytest.param({"initial_delay": float("nan")}, id="nan-delay"),
+        pytest.param({"max_delay": -1}, id="negative-delay"),
+        pytest.param({"max_delay": "1"}, id="string-delay"),
+    ],
+)
+def test_retry_policy_rejects_bad_values(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(errors.ConfigurationError, match="RetryPolicy"):
+        RetryPolicy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999", "http://127.0.0.1:abc", "http://127.0.0.1:0"]
+)
+def test_ledger_url_bad_port_rejected(url: str) -> None:
+    with pytest.raises(errors.ConfigurationError, match="ledger_url"):
+        Meter(ledger_url=url)

@@ -291,9 +291,9 @@ async def test_async_generator_close_runs_cleanup_in_scope() -> None:
 
 
 def test_metadata_rejects_bad_keys() -> None:
-    with pytest.raises(ValueError, match="invalid metadata key"):
+    with pytest.raises(errors.ConfigurationError, match="invalid metadata key"):
         metered(customer="a", metadata={"bad key": "x"})
-    with pytest.raises(TypeError, match="pass a string"):
+    with pytest.raises(errors.ConfigurationError, match="pass a string"):
         metered(customer="a", metadata={"n": 1})  # type: ignore[dict-item]
 
 

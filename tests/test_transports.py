@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import uuid
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from blnk_meter import (
@@ -452,3 +454,38 @@ def test_leg_json_never_sends_float() -> None:
 
     assert isinstance(body["precise_amount"], int)
     assert "amount" not in body
+
+
+def test_password_in_url_kept_out_of_logs(
+    server: LedgerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = server.url.removeprefix("http://")
+    url = f"http://admin:pa%24%24word@{host}"
+
+    with caplog.at_level(logging.DEBUG), BlnkClient(url) as client:
+        wallet = open_wallet(client, funds=Decimal(1))
+        with HttpxTransport(url, retry=FAST) as transport:
+            delivery = transport.send(usage_posting(Wallet(wallet, "prepaid")))
+
+    assert delivery.outcome == "posted"
+    assert "HTTP Request" in caplog.text
+    assert "pa$$word" not in caplog.text
+    assert "pa%24%24word" not in caplog.text
+    assert "admin" not in caplog.text
+
+
+def test_password_in_url_sent_as_basic_auth() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(404, json={"error": "not found"})
+
+    url = "http://admin:pa%24%24word@ledger.invalid:5001"
+    with BlnkClient(url, http_transport=httpx.MockTransport(handler)) as client:
+        client.get_transaction_by_reference("ref-1")
+
+    [request] = seen
+    expected = base64.b64encode(b"admin:pa$$word").decode()
+    assert request.headers["Authorization"] == f"Basic {expected}"
+    assert str(request.url) == "http://ledger.invalid:5001/transactions/reference/ref-1"

@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
@@ -179,13 +179,23 @@ class _ClientBase:
     """What the sync and async clients share: the address and a key-free repr."""
 
     def __init__(self, base_url: str, api_key: str | None) -> None:
+        # A user name and password in the address become HTTP basic auth, so
+        # the address httpx logs for every request carries no password.
+        parsed = urlsplit(base_url)
+        self._auth: httpx.BasicAuth | None = None
+        if parsed.username is not None or parsed.password is not None:
+            self._auth = httpx.BasicAuth(
+                unquote(parsed.username or ""), unquote(parsed.password or "")
+            )
+            host = parsed.netloc.rsplit("@", 1)[1]
+            base_url = parsed._replace(netloc=host).geturl()
         self.base_url = base_url.rstrip("/")
         self._has_key = bool(api_key)
 
     def __repr__(self) -> str:
         key = "<set>" if self._has_key else None
-        url = redact_url(self.base_url)
-        return f"{type(self).__name__}(base_url={url!r}, api_key={key})"
+        auth = ", basic_auth=<set>" if self._auth is not None else ""
+        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={key}{auth})"
 
     def _http_options(
         self, api_key: str | None, timeout: float | httpx.Timeout
@@ -194,6 +204,7 @@ class _ClientBase:
             "base_url": self.base_url,
             "headers": _headers(api_key),
             "timeout": timeout,
+            "auth": self._auth,
         }
 
 

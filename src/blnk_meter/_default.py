@@ -15,6 +15,7 @@ from ._meter import Meter, _Call
 from ._recorder import CallOutcome
 from ._scope import current_scope
 from ._usage import ProviderCall
+from .errors import ConfigurationError
 
 __all__ = [
     "configure",
@@ -112,13 +113,22 @@ class _Dispatcher:
         meter = scope.meter if scope is not None and scope.meter is not None else None
         meter = meter or _default_meter
         if meter is None:
+            if scope is not None and scope.customer is not None:
+                raise ConfigurationError(
+                    f"OpenAI call to {call.path} for customer {scope.customer!r} "
+                    "was not sent: no meter is configured to bill it; call "
+                    "blnk_meter.configure(...) or pass metered(meter=...)"
+                )
             if not _warned_without_meter.is_set():
                 _warned_without_meter.set()
                 logger.warning(
-                    "OpenAI call to %s not metered: no meter is configured; "
-                    "call blnk_meter.configure(...)",
+                    "OpenAI call to %s not metered: no meter is configured and "
+                    "no customer is in scope; call blnk_meter.configure(...). "
+                    "Later such calls are logged at DEBUG",
                     call.path,
                 )
+            else:
+                logger.debug("OpenAI call to %s not metered: no meter", call.path)
             return None
         return meter.begin(call, scope)
 

@@ -137,6 +137,7 @@ class FailureLog:
                 self._on_error(failure)
             except Exception:
                 logger.exception("the meter's on_error hook raised")
+        _drop_tracebacks(failure.error)
 
     def take_undelivered(self) -> list[MeterFailure]:
         """Remove and return the undelivered failures, for sending again.
@@ -151,7 +152,18 @@ class FailureLog:
             logger.info("sending %d undelivered posting(s) again", len(taken))
         return taken
 
-    def keep(self, failure: MeterFailure, error: Exception) -> None:
+    def restore(self, failures: list[MeterFailure]) -> None:
+        """Put back failures taken for a retry that was interrupted."""
+        with self._lock:
+            self._failures.extend(failures)
+
+    def clear(self) -> list[MeterFailure]:
+        """Remove and return every kept failure."""
+        with self._lock:
+            taken, self._failures = self._failures, []
+        return taken
+
+    def keep(self, failure: MeterFailure, error: BaseException) -> None:
         """Put back a failure whose retry failed, with the new error."""
         event_id = failure.posting.event_id if failure.posting else None
         reason = f"{type(error).__name__}: {error}"
@@ -163,5 +175,19 @@ class FailureLog:
             error=error,
             occurred_at=datetime.now(timezone.utc),
         )
+        _drop_tracebacks(error)
         with self._lock:
             self._failures.append(again)
+
+
+def _drop_tracebacks(error: BaseException | None) -> None:
+    """Release the stack frames a kept exception holds on to.
+
+    A traceback keeps every frame of the failed call alive, tens of
+    kilobytes each, for as long as the failure is kept.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__

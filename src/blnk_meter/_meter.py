@@ -118,7 +118,8 @@ class Meter:
     ) -> None:
         if (transport is None) == (ledger_url is None):
             raise ConfigurationError(
-                "pass exactly one of transport=... or ledger_url=... to Meter"
+                "pass exactly one of transport=... or ledger_url=... to Meter "
+                "(blnk_meter.configure() also reads the BLNK_URL environment variable)"
             )
         if ledger_url is not None:
             _check_ledger_url(ledger_url)
@@ -126,10 +127,9 @@ class Meter:
             async_transport = async_transport or AsyncHttpxTransport(
                 ledger_url, api_key=api_key
             )
-        self._sync_transport = transport if isinstance(transport, Transport) else None
-        if async_transport is None and isinstance(transport, AsyncTransport):
-            async_transport = transport
-        self._async_transport = async_transport
+        self._sync_transport, self._async_transport = _split_transports(
+            transport, async_transport
+        )
         self.prices = prices or PriceBook.default()
         self.money_map = money_map or MoneyMap()
         self.precisions = Precisions(precisions)
@@ -270,12 +270,6 @@ class Meter:
         )
 
     def _check_transport(self, call: ProviderCall) -> None:
-        if (
-            call.is_async
-            and self._async_transport is None
-            and self._sync_transport is None
-        ):
-            raise ConfigurationError("the meter has no transport")
         if not call.is_async and self._sync_transport is None:
             raise ConfigurationError(
                 "a synchronous OpenAI client needs a synchronous transport; pass "
@@ -287,7 +281,9 @@ class Meter:
     def finish(self, token: _Call, outcome: CallOutcome) -> Delivery | None:
         """Price and post a finished call, from synchronous code.
 
-        Never raises: failures are kept in :attr:`failures`.
+        Failures are kept in :attr:`failures` instead of raised. Only an
+        interruption such as ``KeyboardInterrupt`` propagates, after its
+        posting was kept.
 
         Returns:
             The delivery, or ``None`` when nothing was posted.
@@ -302,22 +298,30 @@ class Meter:
                     "an async transport; it is kept for aretry_undelivered()"
                 )
             delivery = self._sync_transport.send(posting)
-        except Exception as exc:
+        except BaseException as exc:
             self._undelivered(token, outcome, posting, exc)
+            if not isinstance(exc, Exception):
+                raise
             return None
-        return self._delivered(delivery)
+        return self._delivered(delivery, first_send=True)
 
     async def afinish(self, token: _Call, outcome: CallOutcome) -> Delivery | None:
-        """Price and post a finished call, from async code; see :meth:`finish`."""
+        """Price and post a finished call, from async code; see :meth:`finish`.
+
+        A task cancelled while its posting is in flight keeps the posting as
+        undelivered, then the cancellation propagates.
+        """
         posting = self._prepare(token, outcome)
         if posting is None:
             return None
         try:
             delivery = await self._asend(posting)
-        except Exception as exc:
+        except BaseException as exc:
             self._undelivered(token, outcome, posting, exc)
+            if not isinstance(exc, Exception):
+                raise
             return None
-        return self._delivered(delivery)
+        return self._delivered(delivery, first_send=True)
 
     def cancel(self, token: _Call, error: BaseException | None) -> None:
         """Forget a call that failed before the provider reported usage."""
@@ -349,9 +353,8 @@ class Meter:
 
     def _build(self, token: _Call, outcome: CallOutcome) -> Posting | None:
         if isinstance(outcome, UnmeteredCall):
-            self._fail(
-                "unmetered", token, outcome.message, outcome.error, unmetered=outcome
-            )
+            message = f"{outcome.message} (customer {token.customer!r})"
+            self._fail("unmetered", token, message, outcome.error, unmetered=outcome)
             return None
         usage = outcome
         if usage.total_tokens > self._max_tokens:
@@ -409,11 +412,21 @@ class Meter:
 
     # Outcomes --------------------------------------------------------------
 
-    def _delivered(self, delivery: Delivery) -> Delivery:
+    def _delivered(self, delivery: Delivery, *, first_send: bool = False) -> Delivery:
+        posting = delivery.posting
         self._count("posted" if delivery.outcome == "posted" else "duplicates")
+        if first_send and delivery.outcome == "duplicate" and delivery.attempts == 1:
+            # No earlier attempt of this meter wrote these legs.
+            logger.warning(
+                "posting %s for customer %s was already in the ledger before this "
+                "meter sent it; the provider may have reused a response id, or "
+                "another process billed the same response",
+                posting.event_id,
+                posting.customer,
+            )
         logger.debug(
             "posting %s %s (batch %s, %d attempt(s))",
-            delivery.posting.event_id,
+            posting.event_id,
             delivery.outcome,
             delivery.batch_id,
             delivery.attempts,
@@ -421,7 +434,7 @@ class Meter:
         return delivery
 
     def _undelivered(
-        self, token: _Call, outcome: CallOutcome, posting: Posting, exc: Exception
+        self, token: _Call, outcome: CallOutcome, posting: Posting, exc: BaseException
     ) -> None:
         usage = outcome if isinstance(outcome, Usage) else None
         reason = str(exc) if isinstance(exc, BlnkMeterError) else repr(exc)
@@ -440,9 +453,10 @@ class Meter:
         exc: Exception,
     ) -> None:
         usage = outcome if isinstance(outcome, Usage) else None
+        response = f"response {usage.response_id!r} " if usage is not None else ""
         message = (
-            f"blnk_meter failed to bill a call to {token.call.path} for customer "
-            f"{token.customer!r}: {type(exc).__name__}: {exc}"
+            f"blnk_meter failed to bill {response}from {token.call.path} for "
+            f"customer {token.customer!r}: {type(exc).__name__}: {exc}"
         )
         self._fail("failed", token, message, exc, usage=usage, posting=posting)
 
@@ -483,44 +497,72 @@ class Meter:
 
     # Follow-up ---------------------------------------------------------------
 
-    def retry_undelivered(self) -> int:
+    def retry_undelivered(self, transport: Transport | None = None) -> int:
         """Send the undelivered postings again, from synchronous code.
 
         The references are the same as the first time, so a posting that did
         reach the ledger is not recorded twice.
 
+        Args:
+            transport: deliver through this transport instead of the meter's
+                own, for example after :meth:`close`.
+
         Returns:
             How many postings the ledger now holds; the others stay in
             :attr:`failures`.
         """
+        sender = transport or self._sync_transport
+        pending = self._log.take_undelivered()
         delivered = 0
-        for failure in self._log.take_undelivered():
+        for index, failure in enumerate(pending):
             assert failure.posting is not None
             try:
-                if self._sync_transport is None:
+                if sender is None:
                     raise ConfigurationError(
-                        "the meter has no synchronous transport; "
-                        "use aretry_undelivered()"
+                        "the meter has no synchronous transport; use "
+                        "aretry_undelivered() or pass transport=..."
                     )
-                self._delivered(self._sync_transport.send(failure.posting))
-                self._count("retried")
+                self._redelivered(sender.send(failure.posting))
                 delivered += 1
-            except Exception as exc:
+            except BaseException as exc:
                 self._log.keep(failure, exc)
+                if not isinstance(exc, Exception):
+                    self._log.restore(pending[index + 1 :])
+                    raise
         return delivered
 
-    async def aretry_undelivered(self) -> int:
+    async def aretry_undelivered(self, transport: AsyncTransport | None = None) -> int:
         """Async counterpart of :meth:`retry_undelivered`."""
+        pending = self._log.take_undelivered()
         delivered = 0
-        for failure in self._log.take_undelivered():
+        for index, failure in enumerate(pending):
             assert failure.posting is not None
             try:
-                self._delivered(await self._asend(failure.posting))
-                self._count("retried")
+                if transport is not None:
+                    delivery = await transport.asend(failure.posting)
+                else:
+                    delivery = await self._asend(failure.posting)
+                self._redelivered(delivery)
                 delivered += 1
-            except Exception as exc:
+            except BaseException as exc:
                 self._log.keep(failure, exc)
+                if not isinstance(exc, Exception):
+                    self._log.restore(pending[index + 1 :])
+                    raise
         return delivered
+
+    def _redelivered(self, delivery: Delivery) -> None:
+        self._delivered(delivery)
+        self._count("retried")
+
+    def clear_failures(self) -> list[MeterFailure]:
+        """Remove the kept failures and return them, oldest first.
+
+        Call it once the failures are handled elsewhere (written to your own
+        store, reconciled, alerted on): the meter keeps every failure in
+        memory until then. Counters are not reset.
+        """
+        return self._log.clear()
 
     def close(self) -> None:
         """Close the transports' connections.
@@ -529,19 +571,16 @@ class Meter:
         could not bill them. Kept failures stay readable.
         """
         self._closed = True
-        if self._sync_transport is not None:
-            self._sync_transport.close()
+        _close(self._sync_transport)
 
     async def aclose(self) -> None:
         """Close the transports' connections, from async code; see :meth:`close`."""
         self._closed = True
-        if self._async_transport is not None:
-            await self._async_transport.aclose()
-        if (
-            self._sync_transport is not None
-            and cast(object, self._sync_transport) is not self._async_transport
-        ):
-            self._sync_transport.close()
+        transport = self._async_transport
+        if transport is not None and callable(getattr(transport, "aclose", None)):
+            await transport.aclose()
+        if cast(object, self._sync_transport) is not transport:
+            _close(self._sync_transport)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -553,15 +592,26 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 
 
 def _check_ledger_url(url: str) -> None:
-    parsed = urlsplit(url) if isinstance(url, str) else None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        parsed = urlsplit(url)
+        valid = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+        valid = valid and (parsed.port is None or parsed.port > 0)
+    except (TypeError, ValueError, AttributeError):
+        valid = False
+    if not valid:
+        shown = redact_url(url) if isinstance(url, str) else url
         raise ConfigurationError(
-            f"invalid ledger_url {redact_url(url)!r}; use the Blnk server's "
-            "address, e.g. 'http://localhost:5001'"
+            f"invalid ledger_url {shown!r}; use the Blnk server's address, "
+            "e.g. 'http://localhost:5001'"
         )
 
 
 def _check_wallets(wallets: WalletSource | None) -> WalletSource | None:
+    """Check a wallets mapping and key it by customer ids as strings.
+
+    Scopes turn integer customer ids into strings, so an integer key must be
+    converted too or it would never match.
+    """
     if wallets is None or callable(wallets):
         return wallets
     if not isinstance(wallets, Mapping):
@@ -569,11 +619,45 @@ def _check_wallets(wallets: WalletSource | None) -> WalletSource | None:
             "wallets must map customer ids to Wallet objects, or be a function, "
             f"not a {type(wallets).__name__}"
         )
+    checked: dict[str, Wallet] = {}
     for customer, wallet in wallets.items():
-        validate_customer(customer)
+        key = validate_customer(customer)
         if not isinstance(wallet, Wallet):
             raise ConfigurationError(
                 f"the wallet of customer {customer!r} is {wallet!r}; use "
                 f"Wallet({wallet!r}, 'prepaid') or Wallet(..., 'postpaid')"
             )
-    return wallets
+        if key in checked:
+            raise ConfigurationError(
+                f"customer {key!r} appears twice in wallets (as {customer!r} too)"
+            )
+        checked[key] = wallet
+    return checked
+
+
+def _split_transports(
+    transport: object, async_transport: object
+) -> tuple[Transport | None, AsyncTransport | None]:
+    """Tell the sync and async delivery methods of the given transports apart."""
+    sync = transport if callable(getattr(transport, "send", None)) else None
+    if async_transport is None and callable(getattr(transport, "asend", None)):
+        async_transport = transport
+    if async_transport is not None and not callable(
+        getattr(async_transport, "asend", None)
+    ):
+        raise ConfigurationError(
+            f"async_transport {async_transport!r} has no async asend(posting) method"
+        )
+    if sync is None and async_transport is None:
+        raise ConfigurationError(
+            f"transport {transport!r} has neither send(posting) nor async "
+            "asend(posting); pass an HttpxTransport, AsyncHttpxTransport or "
+            "MemoryTransport, or an object with one of those methods"
+        )
+    return cast(Transport | None, sync), cast(AsyncTransport | None, async_transport)
+
+
+def _close(transport: object) -> None:
+    close = getattr(transport, "close", None)
+    if callable(close):
+        close()

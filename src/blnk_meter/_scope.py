@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._posting import check_scope_metadata_key
-from .errors import InvalidCustomerError
+from .errors import ConfigurationError, InvalidCustomerError
 
 if TYPE_CHECKING:
     from ._meter import Meter
@@ -244,12 +244,14 @@ def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     checked: dict[str, str] = {}
     for key, value in metadata.items():
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
-            raise ValueError(
+            raise ConfigurationError(
                 f"invalid metadata key {key!r}: start with a letter and use "
                 "letters, digits and underscores, so ledger filters can query it"
             )
         if not isinstance(value, str):
-            raise TypeError(f"metadata value for {key!r} is {value!r}; pass a string")
+            raise ConfigurationError(
+                f"metadata value for {key!r} is {value!r}; pass a string"
+            )
         check_scope_metadata_key(key)
         checked[key] = value
     return checked

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import threading
 import time
@@ -121,12 +122,21 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
+        attempts = self.attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ConfigurationError(
-                f"RetryPolicy.attempts is {self.attempts!r}; use 1 or more"
+                f"RetryPolicy.attempts is {attempts!r}; use an int of 1 or more"
             )
-        if self.initial_delay < 0 or self.max_delay < 0:
-            raise ConfigurationError("RetryPolicy delays must not be negative")
+        for name in ("initial_delay", "max_delay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigurationError(
+                    f"RetryPolicy.{name} is {value!r}; use seconds as a number"
+                )
+            if not math.isfinite(value) or value < 0:
+                raise ConfigurationError(
+                    f"RetryPolicy.{name} is {value!r}; use a finite number >= 0"
+                )
 
     def delay(self, attempt: int) -> float:
         """Return the pause in seconds after failed attempt number ``attempt``."""
