@@ -317,3 +317,9 @@ def test_cost_meta_data_is_exact_string() -> None:
     expected = (3 * Decimal("0.15") + 7 * Decimal("0.60")) / Decimal(1_000_000)
     assert Decimal(posting.legs[0].meta_data["cost"]) == expected
     assert posting.legs[0].precise_amount == 465
+
+
+@pytest.mark.parametrize("field", ["model", "endpoint", "response_id"])
+def test_customer_wallet_takes_customer_only(field: str) -> None:
+    with pytest.raises(errors.ConfigurationError, match=r"use only \{customer\}"):
+        MoneyMap(customer_wallet=f"@{{customer}}-{{{field}}}")

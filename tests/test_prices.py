@@ -925,3 +925,25 @@ def test_price_file_rejects_repeated_model(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="'m' appears twice"):
         PriceBook.from_file(path)
+
+
+def test_override_keeps_snapshot_with_own_rate() -> None:
+    book = PriceBook.default()
+    same = book.with_prices({"gpt-4o": book.models["gpt-4o"].to_dict()})
+
+    assert (
+        same.resolve("gpt-4o-2024-05-13").price
+        == book.resolve("gpt-4o-2024-05-13").price
+    )
+    assert same.resolve("gpt-4o-2024-08-06").price == book.resolve("gpt-4o").price
+
+
+def test_chained_override_keeps_explicit_snapshot() -> None:
+    book = (
+        PriceBook.default()
+        .with_prices({"gpt-4o-mini-2024-07-18": {"input": "9", "output": "9"}})
+        .with_prices({"gpt-4o-mini": {"input": "1", "output": "1"}})
+    )
+
+    assert book.resolve("gpt-4o-mini-2024-07-18").price.input == Decimal("9")
+    assert book.resolve("gpt-4o-mini").price.input == Decimal("1")

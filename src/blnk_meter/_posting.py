@@ -129,10 +129,12 @@ class Wallet:
 class MoneyMap:
     """Where the money and the tokens of a usage event move in the ledger.
 
-    Account fields take a balance id or an ``@indicator``; every account and
-    description may use the placeholders ``{customer}``, ``{model}``,
-    ``{endpoint}`` and ``{response_id}``. Blnk creates an indicator balance
-    in its general ledger the first time a transaction names it.
+    Account fields take a balance id or an ``@indicator``; accounts and
+    descriptions may use the placeholders ``{customer}``, ``{model}``,
+    ``{endpoint}`` and ``{response_id}``, except ``customer_wallet``, which
+    names one wallet per customer and takes ``{customer}`` only. Blnk
+    creates an indicator balance in its general ledger the first time a
+    transaction names it.
 
     Attributes:
         currency: the currency of the money leg.
@@ -180,6 +182,9 @@ class MoneyMap:
                 f"MoneyMap.currency and token_currency are both {self.currency!r}; "
                 "tokens and money need separate balances"
             )
+        _check_template(
+            "MoneyMap.customer_wallet", self.customer_wallet, fields=("customer",)
+        )
         sample = {key: "x" for key in _TEMPLATE_FIELDS}
         for name in ("revenue", "token_source", "token_destination"):
             _check_account(f"MoneyMap.{name}", getattr(self, name).format(**sample))
@@ -187,9 +192,7 @@ class MoneyMap:
 
     def wallet_for(self, customer: str) -> Wallet:
         """Return the template wallet of a customer."""
-        balance = self.customer_wallet.format(
-            customer=customer, model="", endpoint="", response_id=""
-        )
+        balance = self.customer_wallet.format(customer=customer)
         return Wallet(balance, self.billing)
 
 
@@ -468,20 +471,23 @@ def _check_account(name: str, value: object) -> None:
         raise ConfigurationError(f"invalid indicator {value!r} for {name}")
 
 
-def _check_template(name: str, template: object) -> None:
+def _check_template(
+    name: str, template: object, fields: tuple[str, ...] = _TEMPLATE_FIELDS
+) -> None:
     if not isinstance(template, str) or not template:
         raise ConfigurationError(f"{name} must be a non-empty string, not {template!r}")
     try:
-        fields = [part[1:] for part in string.Formatter().parse(template)]
+        parts = [part[1:] for part in string.Formatter().parse(template)]
     except ValueError as exc:
         raise ConfigurationError(
             f"invalid template {name} {template!r}: {exc}"
         ) from exc
-    for field_name, spec, conversion in fields:
+    for field_name, spec, conversion in parts:
         if field_name is None:
             continue
-        if field_name not in _TEMPLATE_FIELDS or spec or conversion:
+        if field_name not in fields or spec or conversion:
+            allowed = ", ".join(f"{{{field}}}" for field in fields)
             raise ConfigurationError(
-                f"invalid placeholder {{{field_name}}} in {name} {template!r}: use "
-                "only {customer}, {model}, {endpoint} and {response_id}"
+                f"invalid placeholder {{{field_name}}} in {name} {template!r}: "
+                f"use only {allowed}"
             )

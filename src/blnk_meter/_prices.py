@@ -262,11 +262,18 @@ def _snapshot_family(model: str) -> str | None:
 def _overlay(
     table: Mapping[str, ModelPrice], overrides: Mapping[str, ModelPrice]
 ) -> dict[str, ModelPrice]:
-    """Apply overrides, repricing the listed snapshots of overridden families."""
+    """Apply overrides, repricing snapshots that share their family's rates.
+
+    A snapshot listed at rates of its own (``gpt-4o-2024-05-13`` costs more
+    than ``gpt-4o``) keeps them; a snapshot listed at its family's rates
+    follows the family's new rates.
+    """
     merged = dict(table)
-    for name in table:
+    for name, price in table.items():
         family = _snapshot_family(name)
-        if family is not None and family in overrides and name not in overrides:
+        if family is None or family not in overrides or name in overrides:
+            continue
+        if price == table.get(family):
             merged[name] = overrides[family]
     merged.update(overrides)
     return merged
@@ -526,9 +533,10 @@ class PriceBook:
         """Return a new book with models added or replaced.
 
         Overriding a family name also reprices the dated snapshots of that
-        family that this book lists, because the provider reports the
-        snapshot it served (``gpt-4o-mini-2024-07-18``), not the alias. To
-        keep a snapshot's own rate, list the snapshot in ``overrides`` too.
+        family that this book lists at the family's rates, because the
+        provider reports the snapshot it served (``gpt-4o-mini-2024-07-18``),
+        not the alias. Snapshots listed at rates of their own keep them; to
+        change one, list it in ``overrides`` too.
         The new book keeps this book's currency, ``source`` and ``as_of``.
 
         Args:
