@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -150,4 +151,16 @@ def test_ledger_serve_reports_bad_database(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "unable to open database file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ledger_serve_rejects_foreign_database(tmp_path: Path) -> None:
+    database = tmp_path / "other.db"
+    with sqlite3.connect(database) as other:
+        other.execute("CREATE TABLE transactions (note TEXT)")
+
+    result = run_cli("ledger", "serve", "--port", "0", "--db", str(database))
+
+    assert result.returncode == 1
+    assert "is not an embedded ledger database" in result.stderr
     assert "Traceback" not in result.stderr

@@ -218,7 +218,16 @@ class Store:
             self._conn.execute("PRAGMA synchronous=NORMAL")
         if setup is not None:
             setup(self._conn)
-        self._create_schema()
+        try:
+            self._create_schema()
+        except sqlite3.Error as exc:
+            # CREATE TABLE IF NOT EXISTS keeps another program's tables, and
+            # the first query against them fails with a confusing message.
+            self._conn.close()
+            raise sqlite3.DatabaseError(
+                f"{path} is not an embedded ledger database ({exc}); "
+                "use a new file or one an embedded ledger created"
+            ) from exc
 
     def _create_schema(self) -> None:
         with self.write() as session:
