@@ -68,6 +68,36 @@ def test_fake_max_tokens_makes_incomplete() -> None:
     assert response.usage.output_tokens == 2
 
 
+def test_fake_finish_reason_is_set() -> None:
+    fake = FakeOpenAI()
+    fake.enqueue(Scenario(finish_reason="content_filter"))
+    client = fake.sync_client()
+
+    filtered = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}]
+    )
+    plain = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}]
+    )
+
+    assert filtered.choices[0].finish_reason == "content_filter"
+    assert plain.choices[0].finish_reason == "stop"
+
+
+def test_fake_background_usage_arrives_on_retrieve() -> None:
+    client = FakeOpenAI().sync_client()
+
+    created = client.responses.create(model="gpt-4o-mini", input="a b", background=True)
+    retrieved = client.responses.retrieve(created.id)
+
+    assert created.status == "queued"
+    assert created.background is True
+    assert created.usage is None
+    assert retrieved.status == "completed"
+    assert retrieved.usage is not None
+    assert retrieved.usage.input_tokens == 2
+
+
 def test_fake_chat_stream_sends_usage_when_asked() -> None:
     fake = FakeOpenAI()
     client = fake.sync_client()

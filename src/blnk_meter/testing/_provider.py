@@ -16,6 +16,9 @@ A :class:`Scenario` bends one answer into an edge case: a replaced or broken
 usage object, an incomplete or failed response, an error event, a stream cut
 short, cached and reasoning tokens, hosted-tool usage or an HTTP error.
 
+A Responses request with ``background=True`` is answered ``queued`` and
+without usage, and a retrieve of it returns it completed, with usage.
+
 Azure OpenAI clients are served too. Their paths start with ``/openai`` and
 name the deployment (``/openai/deployments/{name}/chat/completions``), and
 the fake answers them as the same endpoints without a deployment.
@@ -201,6 +204,10 @@ class FakeOpenAI:
             return exchange.stream(
                 response_events(response, reply.words, exchange.scenario)
             )
+        if exchange.body.get("background") is True:
+            # The real API responds at once and reports the usage only to a
+            # later retrieve, once the response is done. The fake is done at once.
+            return exchange.json({**response, "status": "queued", "usage": None})
         return exchange.json(response)
 
     def _retrieve_response(self, exchange: _Exchange) -> httpx.Response:

@@ -96,6 +96,9 @@ class Scenario:
         include_request_id: whether the response has an ``x-request-id``.
         status: the Responses status (and terminal event); ``incomplete``
             also ends chat and completion choices with ``length``.
+        finish_reason: the ``finish_reason`` of chat and completion choices
+            (``content_filter``, ...), or ``AUTO`` for ``length`` when the
+            reply was cut and ``stop`` otherwise.
         stream_end: how a stream ends. ``normal`` sends every event. With
             ``error`` an error event (or error chunk) comes before any usage,
             with ``cut`` the body stops before any usage, and with
@@ -115,6 +118,7 @@ class Scenario:
     include_id: bool = True
     include_request_id: bool = True
     status: Literal["completed", "incomplete", "failed"] = "completed"
+    finish_reason: Any = AUTO
     stream_end: Literal["normal", "error", "cut", "disconnect", "late_disconnect"] = (
         "normal"
     )
@@ -199,6 +203,7 @@ class Reply:
             "object": "response",
             "created_at": int(time.time()),
             "status": status,
+            "background": body.get("background") is True,
             "error": None,
             "incomplete_details": None,
             "instructions": body.get("instructions"),
@@ -289,7 +294,9 @@ class Reply:
         return self._completion("cmpl", "text_completion", choices)
 
     @property
-    def _finish_reason(self) -> str:
+    def _finish_reason(self) -> Any:
+        if self.scenario.finish_reason is not AUTO:
+            return self.scenario.finish_reason
         return "length" if self.is_truncated else "stop"
 
     def _completion(
