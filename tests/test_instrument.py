@@ -335,10 +335,171 @@ def test_retried_call_begins_once(
     assert recorder.only().usage.response_id == response.id
 
 
-# Plain responses ---------------------------------------------------------------
-
 SyncCall = Callable[[openai.OpenAI], Any]
 AsyncCall = Callable[[openai.AsyncOpenAI], Awaitable[Any]]
+
+# Errors the SDK raises after a successful response ----------------------------
+
+STRICT = {"_strict_response_validation": True}
+
+FAILED_AFTER_RESPONSE: list[Any] = [
+    pytest.param(
+        Scenario(status="incomplete"),
+        {},
+        lambda client: client.chat.completions.parse(
+            model="gpt-4o-mini", messages=MESSAGES, response_format=City
+        ),
+        openai.LengthFinishReasonError,
+        3,
+        id="chat-parse-length",
+    ),
+    pytest.param(
+        Scenario(finish_reason="content_filter"),
+        {},
+        lambda client: client.chat.completions.parse(
+            model="gpt-4o-mini", messages=MESSAGES, response_format=City
+        ),
+        openai.ContentFilterFinishReasonError,
+        3,
+        id="chat-parse-content-filter",
+    ),
+    pytest.param(
+        Scenario(),
+        {},
+        lambda client: client.responses.parse(
+            model="gpt-4o-mini", input="a b", text_format=City, max_output_tokens=2
+        ),
+        pydantic.ValidationError,
+        2,
+        id="responses-parse-invalid-json",
+    ),
+    pytest.param(
+        Scenario(model=OMIT),
+        STRICT,
+        lambda client: client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        ),
+        openai.APIResponseValidationError,
+        3,
+        id="strict-validation",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "options", "make_call", "error", "input_tokens"),
+    FAILED_AFTER_RESPONSE,
+)
+def test_error_after_response_is_billed(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    scenario: Scenario,
+    options: dict[str, Any],
+    make_call: SyncCall,
+    error: type[BaseException],
+    input_tokens: int,
+) -> None:
+    fake.enqueue(scenario)
+
+    with pytest.raises(error):
+        make_call(fake.sync_client(**options))
+
+    record = recorder.only()
+    assert record.method == "finish"
+    assert record.usage.input_tokens == input_tokens
+
+
+@pytest.mark.parametrize(
+    ("scenario", "options", "make_call", "error", "input_tokens"),
+    FAILED_AFTER_RESPONSE,
+)
+async def test_async_error_after_response_is_billed(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    scenario: Scenario,
+    options: dict[str, Any],
+    make_call: AsyncCall,
+    error: type[BaseException],
+    input_tokens: int,
+) -> None:
+    fake.enqueue(scenario)
+
+    with pytest.raises(error):
+        await make_call(fake.async_client(**options))
+
+    record = recorder.only()
+    assert record.method == "afinish"
+    assert record.usage.input_tokens == input_tokens
+
+
+def test_length_error_keeps_response_id(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(status="incomplete"))
+
+    with pytest.raises(openai.LengthFinishReasonError) as raised:
+        fake.sync_client().chat.completions.parse(
+            model="gpt-4o-mini", messages=MESSAGES, response_format=City
+        )
+
+    completion = raised.value.completion
+    assert completion.usage is not None
+    usage = recorder.only().usage
+    assert usage.response_id == completion.id
+    assert usage.output_tokens == completion.usage.completion_tokens
+
+
+def test_error_after_response_without_usage(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(status="incomplete", usage=OMIT))
+
+    with pytest.raises(openai.LengthFinishReasonError):
+        fake.sync_client().chat.completions.parse(
+            model="gpt-4o-mini", messages=MESSAGES, response_format=City
+        )
+
+    assert recorder.only().method == "finish"
+    assert recorder.only().unmetered.reason == "missing_usage"
+
+
+def gateway_page(request: httpx.Request) -> httpx.Response:
+    headers = {"content-type": "text/html", "x-request-id": "req_html"}
+    return httpx.Response(200, text="<html>gateway</html>", headers=headers)
+
+
+def check_non_json_unmetered(recorder: RecordingRecorder) -> None:
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "missing_usage"
+    assert unmetered.response_id == "req_html"
+    assert "is not valid JSON" in unmetered.message
+
+
+def test_strict_non_json_response_is_unmetered(recorder: RecordingRecorder) -> None:
+    http_client = httpx.Client(transport=httpx.MockTransport(gateway_page))
+    client = FakeOpenAI().sync_client(**STRICT, http_client=http_client)
+
+    with pytest.raises(openai.APIResponseValidationError):
+        client.responses.create(model="gpt-4o-mini", input="a")
+
+    assert recorder.only().method == "finish"
+    check_non_json_unmetered(recorder)
+
+
+async def test_async_strict_non_json_response_unmetered(
+    recorder: RecordingRecorder,
+) -> None:
+    http_client = httpx.AsyncClient(transport=httpx.MockTransport(gateway_page))
+    client = FakeOpenAI().async_client(**STRICT, http_client=http_client)
+
+    with pytest.raises(openai.APIResponseValidationError):
+        await client.responses.create(model="gpt-4o-mini", input="a")
+
+    assert recorder.only().method == "afinish"
+    check_non_json_unmetered(recorder)
+
+
+# Plain responses ---------------------------------------------------------------
 
 PLAIN_CALLS: list[Any] = [
     pytest.param(

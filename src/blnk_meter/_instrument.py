@@ -44,6 +44,7 @@ from ._metered_stream import (
     attach_stream,
 )
 from ._recorder import CallOutcome, Recorder
+from ._stream_usage import outcome_from_bytes
 from ._usage import ProviderCall, UnmeteredCall
 from .errors import BlnkMeterError
 
@@ -305,7 +306,11 @@ def _sync_request(
         with capturing() as capture:
             result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        metered.cancel(exc)
+        outcome = _outcome_of_failure(metered, capture, exc)
+        if outcome is None:
+            metered.cancel(exc)
+        else:
+            metered.finish(outcome)
         raise
     outcome = _outcome_now(metered, result, capture)
     if outcome is not None:
@@ -333,7 +338,11 @@ async def _async_request(
         with capturing() as capture:
             result = await wrapped(*args, **kwargs)
     except BaseException as exc:
-        await metered.acancel(exc)
+        outcome = _outcome_of_failure(metered, capture, exc)
+        if outcome is None:
+            await metered.acancel(exc)
+        else:
+            await metered.afinish(outcome)
         raise
     outcome = _outcome_now(metered, result, capture)
     if outcome is not None:
@@ -365,6 +374,46 @@ def _outcome_now(
     except Exception as exc:
         logger.exception("failed to read the usage of a call to %s", metered.call.path)
         return _unreadable(metered, exc, _request_id(capture, result))
+
+
+def _outcome_of_failure(
+    metered: MeteredCall, capture: RawCapture, error: BaseException
+) -> CallOutcome | None:
+    """Read the outcome of a call that raised after the provider responded.
+
+    The SDK raises after a successful response when it cannot turn the body
+    into what the caller asked for: ``parse()`` helpers raise
+    ``LengthFinishReasonError``, ``ContentFilterFinishReasonError`` or a
+    pydantic ``ValidationError``, and strict response validation raises
+    ``APIResponseValidationError``. The provider bills such a call, so its
+    body decides the outcome.
+
+    Returns:
+        The outcome read from the body, or ``None`` when no successful
+        response arrived (an HTTP error, a connection error), so the call is
+        cancelled.
+    """
+    from openai import APIResponseValidationError
+
+    try:
+        if capture.is_set:
+            return outcome_from_body(
+                capture.data, metered.call, request_id=_request_id(capture, None)
+            )
+        if isinstance(error, APIResponseValidationError):
+            # The body is not JSON, so the SDK did not decode it.
+            response = error.response
+            return outcome_from_bytes(
+                response.content,
+                metered.call,
+                request_id=_header_request_id(response),
+                is_event_stream=False,
+                expects_usage=False,
+            )
+    except Exception as exc:
+        logger.exception("failed to read the usage of a call to %s", metered.call.path)
+        return _unreadable(metered, exc, _request_id(capture, None))
+    return None
 
 
 def _unreadable(
