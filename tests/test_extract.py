@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from blnk_meter._stream_usage import (
     outcome_from_bytes,
 )
 from blnk_meter._usage import Endpoint, ProviderCall, UnmeteredCall, Usage
-from blnk_meter.errors import InvalidUsageError
+from blnk_meter.errors import InvalidUsageError, MissingUsageError
 
 PATHS: dict[Endpoint, str] = {
     "responses": "/responses",
@@ -361,6 +362,60 @@ def test_non_object_body_is_missing() -> None:
     assert unmetered.response_id == "req_7"
 
 
+def test_missing_usage_error_names_response() -> None:
+    body = chat_body()
+    body["usage"] = None
+
+    unmetered = expect_unmetered(
+        outcome_from_body(body, make_call(), request_id="req_9")
+    )
+
+    error = unmetered.error
+    assert isinstance(error, MissingUsageError)
+    assert error.response_id == "chatcmpl-1"
+    assert error.raw_usage is None
+    assert "response 'chatcmpl-1' from /chat/completions" in str(error)
+    assert str(error) == unmetered.message
+
+
+def test_non_object_body_error_names_request_id() -> None:
+    unmetered = expect_unmetered(
+        outcome_from_body(["a"], make_call(), request_id="req_7")
+    )
+
+    error = unmetered.error
+    assert isinstance(error, MissingUsageError)
+    assert error.response_id == "req_7"
+    assert "request id 'req_7' from /chat/completions" in str(error)
+
+
+def test_background_response_names_background() -> None:
+    body = response_body(background=True, status="queued")
+    body["usage"] = None
+
+    unmetered = expect_unmetered(
+        outcome_from_body(body, make_call("responses"), request_id=None)
+    )
+
+    assert unmetered.reason == "missing_usage"
+    assert unmetered.response_id == "resp_1"
+    assert "background=True" in unmetered.message
+    assert "status 'queued'" in unmetered.message
+    assert "does not meter background responses" in unmetered.message
+    assert isinstance(unmetered.error, MissingUsageError)
+
+
+def test_foreground_response_does_not_name_background() -> None:
+    body = response_body(background=False)
+    body["usage"] = None
+
+    unmetered = expect_unmetered(
+        outcome_from_body(body, make_call("responses"), request_id=None)
+    )
+
+    assert "background" not in unmetered.message
+
+
 def test_body_without_id_uses_request_id() -> None:
     body = chat_body()
     del body["id"]
@@ -393,6 +448,35 @@ def test_body_without_model_falls_back(caplog: pytest.LogCaptureFixture) -> None
 
     assert usage.model == "gpt-4o"
     assert usage.requested_model == "gpt-4o"
+
+
+def test_azure_body_without_model_warns(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_extract, "_warned", set())
+    call = replace(make_call(model="prod-chat"), is_azure=True)
+    body = chat_body(model=None)
+
+    with caplog.at_level(logging.WARNING, logger="blnk_meter"):
+        usage = expect_usage(outcome_from_body(body, call, request_id=None))
+
+    assert usage.model == "prod-chat"
+    assert "Azure deployment name" in caplog.text
+    assert "'prod-chat'" in caplog.text
+    assert "Pricing fails" in caplog.text
+
+
+def test_openai_body_without_model_does_not_name_azure(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_extract, "_warned", set())
+    body = chat_body(model=None)
+
+    with caplog.at_level(logging.WARNING, logger="blnk_meter"):
+        outcome_from_body(body, make_call(model="gpt-4o"), request_id=None)
+
+    assert "names no model" in caplog.text
+    assert "Azure" not in caplog.text
 
 
 def test_body_without_any_model_is_invalid() -> None:
@@ -516,7 +600,10 @@ def test_completed_stream_null_usage_reported() -> None:
 
     tracker.observe(response_event("response.completed", completed))
 
-    assert expect_unmetered(tracker.ended()).reason == "stream_without_usage"
+    unmetered = expect_unmetered(tracker.ended())
+    assert unmetered.reason == "stream_without_usage"
+    assert isinstance(unmetered.error, MissingUsageError)
+    assert str(unmetered.error) == unmetered.message
 
 
 def test_response_error_event_is_stream_error() -> None:
@@ -793,7 +880,8 @@ def test_invalid_json_bytes_are_missing_usage() -> None:
 
     unmetered = expect_unmetered(outcome)
     assert unmetered.reason == "missing_usage"
-    assert isinstance(unmetered.error, ValueError)
+    assert isinstance(unmetered.error, MissingUsageError)
+    assert isinstance(unmetered.error.__cause__, ValueError)
 
 
 def test_partial_json_bytes_are_interrupted() -> None:

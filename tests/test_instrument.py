@@ -21,7 +21,7 @@ import openai
 import pydantic
 import pytest
 
-from blnk_meter import _billable, _instrument
+from blnk_meter import _billable, _extract, _instrument
 from blnk_meter.errors import MissingCustomerError
 from blnk_meter.testing._provider import (
     OMIT,
@@ -146,7 +146,7 @@ def test_install_before_openai_import(tmp_path: Any) -> None:
     script = textwrap.dedent(
         """
         import json, sys
-        from blnk_meter import _billable, _instrument
+        from blnk_meter import _billable, _extract, _instrument
 
         class Recorder:
             outcomes = []
@@ -733,6 +733,23 @@ def test_retrieve_is_not_billed(fake: FakeOpenAI, recorder: RecordingRecorder) -
     assert recorder.only().usage.response_id == created.id
 
 
+def test_background_response_is_reported(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+    created = client.responses.create(model="gpt-4o-mini", input="a b", background=True)
+
+    retrieved = client.responses.retrieve(created.id)
+
+    unmetered = recorder.only().unmetered
+    assert created.status == "queued"
+    assert retrieved.usage is not None
+    assert unmetered.reason == "missing_usage"
+    assert unmetered.response_id == created.id
+    assert "created with background=True (status 'queued')" in unmetered.message
+    assert "does not meter background responses" in unmetered.message
+
+
 # Raw responses -----------------------------------------------------------------
 
 
@@ -1011,6 +1028,27 @@ async def test_async_azure_call_is_marked(
     assert record.call.is_azure is True
     assert record.call.is_async is True
     assert record.usage.model == AZURE_SERVED_MODEL
+
+
+def test_azure_response_without_model_warns(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_extract, "_warned", set())
+    fake.enqueue(Scenario(model=OMIT))
+    transport = httpx.MockTransport(fake.handler)
+    client = openai.AzureOpenAI(
+        **AZURE_OPTIONS, http_client=httpx.Client(transport=transport)
+    )
+
+    with caplog.at_level(logging.WARNING, logger="blnk_meter"):
+        client.chat.completions.create(model=AZURE_DEPLOYMENT, messages=MESSAGES)
+
+    assert recorder.only().usage.model == AZURE_DEPLOYMENT
+    assert f"requested name {AZURE_DEPLOYMENT!r}" in caplog.text
+    assert "is an Azure deployment name, not a model" in caplog.text
 
 
 def test_openai_call_is_not_azure(

@@ -22,9 +22,15 @@ from pydantic import BaseModel
 
 from ._recorder import CallOutcome
 from ._usage import Endpoint, ProviderCall, UnmeteredCall, Usage
-from .errors import InvalidUsageError
+from .errors import InvalidUsageError, MissingUsageError
 
-__all__ = ["NOT_BILLED", "as_document", "name_response", "outcome_from_body"]
+__all__ = [
+    "NOT_BILLED",
+    "as_document",
+    "missing_usage",
+    "name_response",
+    "outcome_from_body",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -125,14 +131,11 @@ def outcome_from_body(
     document = as_document(body)
     if not isinstance(document, Mapping):
         name = name_response(response_id, request_id)
-        return UnmeteredCall(
-            call=call,
-            reason="missing_usage",
-            message=(
-                f"{name} from {call.path} is not a JSON object "
-                f"({type(document).__name__}). {NOT_BILLED}"
-            ),
-            response_id=response_id or request_id,
+        return missing_usage(
+            call,
+            f"{name} from {call.path} is not a JSON object "
+            f"({type(document).__name__}). {NOT_BILLED}",
+            response_id or request_id,
         )
     body_id = document.get("id")
     if isinstance(body_id, str) and body_id:
@@ -142,12 +145,8 @@ def outcome_from_body(
     model = _served_model(document, call)
     raw_usage = document.get("usage")
     if raw_usage is None:
-        return UnmeteredCall(
-            call=call,
-            reason="missing_usage",
-            message=f"{source} has no usage. {NOT_BILLED}",
-            response_id=seen_id,
-            model=model,
+        return missing_usage(
+            call, _missing_usage_message(document, source), seen_id, model
         )
     try:
         usage = _read_usage(
@@ -175,6 +174,49 @@ def outcome_from_body(
         usage.output_tokens,
     )
     return usage
+
+
+def missing_usage(
+    call: ProviderCall,
+    message: str,
+    response_id: str | None,
+    model: str | None = None,
+    cause: Exception | None = None,
+) -> UnmeteredCall:
+    """Report a response without usage, with a ``MissingUsageError`` as its error.
+
+    Args:
+        call: the request that produced the response.
+        message: names the response or request id and the endpoint.
+        response_id: the response id, else the request id, if either is known.
+        model: the served model, when one was seen.
+        cause: the exception that kept the usage from being read, chained
+            to the error as its ``__cause__``.
+    """
+    error = MissingUsageError(message, response_id=response_id)
+    error.__cause__ = cause
+    return UnmeteredCall(
+        call=call,
+        reason="missing_usage",
+        message=message,
+        response_id=response_id,
+        model=model,
+        error=error,
+    )
+
+
+def _missing_usage_message(document: Mapping[str, Any], source: str) -> str:
+    if document.get("background") is not True:
+        return f"{source} has no usage. {NOT_BILLED}"
+    # A background response reports its usage only to a later retrieve,
+    # which is never billed, so the call cannot be billed at all.
+    status = document.get("status")
+    return (
+        f"{source} has no usage yet because it was created with "
+        f"background=True (status {status!r}). blnk_meter does not meter "
+        f"background responses, whose usage arrives only when they are "
+        f"retrieved. {NOT_BILLED}"
+    )
 
 
 @dataclass(frozen=True)
@@ -306,7 +348,18 @@ def _served_model(document: Mapping[str, Any], call: ProviderCall) -> str | None
     model = document.get("model")
     if isinstance(model, str) and model:
         return model
-    if call.requested_model:
+    if call.requested_model and call.is_azure:
+        _warn_once(
+            "azure_model",
+            call.endpoint,
+            "an Azure OpenAI response from %s names no model; billing the "
+            "requested name %r, which is an Azure deployment name, not a model. "
+            "Pricing fails unless the price book has a price for that name, and "
+            "is wrong if that price is not the deployed model's",
+            call.path,
+            call.requested_model,
+        )
+    elif call.requested_model:
         _warn_once(
             "model",
             call.endpoint,

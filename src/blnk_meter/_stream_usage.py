@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ._extract import NOT_BILLED, as_document, name_response, outcome_from_body
+from ._extract import (
+    NOT_BILLED,
+    as_document,
+    missing_usage,
+    name_response,
+    outcome_from_body,
+)
 from ._recorder import CallOutcome
 from ._usage import ProviderCall, UnmeteredCall, UnmeteredReason
 
@@ -109,13 +115,8 @@ def outcome_from_bytes(
     try:
         body = json.loads(content)
     except ValueError as exc:
-        return UnmeteredCall(
-            call=call,
-            reason="missing_usage",
-            message=f"{source} is not valid JSON. {NOT_BILLED}",
-            response_id=request_id,
-            error=exc,
-        )
+        message = f"{source} is not valid JSON. {NOT_BILLED}"
+        return missing_usage(call, message, request_id, cause=exc)
     return outcome_from_body(body, call, request_id=request_id)
 
 
@@ -213,13 +214,11 @@ class StreamUsage:
             return
         outcome = self._outcome_of(response)
         if isinstance(outcome, UnmeteredCall) and outcome.reason == "missing_usage":
+            message = f"{self._source()} ended with {kind} but no usage. {NOT_BILLED}"
             failed = kind == "response.failed"
             outcome = replace(
-                outcome,
+                missing_usage(self.call, message, outcome.response_id, outcome.model),
                 reason="stream_error" if failed else "stream_without_usage",
-                message=(
-                    f"{self._source()} ended with {kind} but no usage. {NOT_BILLED}"
-                ),
             )
         self._decide(outcome)
 
