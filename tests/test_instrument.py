@@ -6,6 +6,7 @@ recorder heard. Streams are tested in ``test_instrument_streams.py``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -21,7 +22,15 @@ import openai
 import pydantic
 import pytest
 
-from blnk_meter import _billable, _extract, _instrument
+import blnk_meter
+from blnk_meter import (
+    MemoryTransport,
+    Meter,
+    _billable,
+    _extract,
+    _instrument,
+    metered,
+)
 from blnk_meter.errors import MissingCustomerError
 from blnk_meter.testing._provider import (
     OMIT,
@@ -146,7 +155,7 @@ def test_install_before_openai_import(tmp_path: Any) -> None:
     script = textwrap.dedent(
         """
         import json, sys
-        from blnk_meter import _billable, _extract, _instrument
+        from blnk_meter import _billable, _instrument
 
         class Recorder:
             outcomes = []
@@ -978,6 +987,78 @@ async def test_async_streaming_response_close_without_drain(
 
     assert recorder.only().method == "afinish"
     assert recorder.only().unmetered.reason == "stream_interrupted"
+
+
+def test_async_raw_dropped_at_loop_end_is_reported(recorder: RecordingRecorder) -> None:
+    fake = FakeOpenAI()
+
+    async def drop_raw_response() -> None:
+        raw = await fake.async_client().responses.with_raw_response.create(
+            model="gpt-4o-mini", input="a b", stream=True
+        )
+        del raw
+        gc.collect()
+
+    asyncio.run(drop_raw_response())
+
+    record = recorder.only()
+    unmetered = record.unmetered
+    assert record.method == "finish"
+    assert unmetered.reason == "stream_interrupted"
+    assert "its event loop ended before the rest of it" in unmetered.message
+    assert unmetered.response_id is not None
+    assert unmetered.response_id.startswith("req_")
+
+
+def test_async_raw_dropped_on_stopped_loop_is_reported(
+    recorder: RecordingRecorder,
+) -> None:
+    fake = FakeOpenAI()
+    loop = asyncio.new_event_loop()
+    raw = loop.run_until_complete(
+        fake.async_client().chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+    )
+
+    # The drain is scheduled on a loop that never runs again.
+    del raw
+    gc.collect()
+    assert recorder.only().is_settled is False
+    loop.close()
+    gc.collect()
+
+    assert recorder.only().method == "finish"
+    assert recorder.only().unmetered.reason == "stream_interrupted"
+
+
+@pytest.fixture
+def memory_meter() -> Iterator[Meter]:
+    meter = blnk_meter.configure(Meter(MemoryTransport()))
+    yield meter
+    blnk_meter.uninstrument()
+    blnk_meter.set_default_meter(None)
+
+
+def test_raw_dropped_at_loop_end_reaches_failures(memory_meter: Meter) -> None:
+    fake = FakeOpenAI()
+
+    async def drop_raw_response() -> None:
+        with metered(customer="acme"):
+            raw = await fake.async_client().responses.with_raw_response.create(
+                model="gpt-4o-mini", input="a b", stream=True
+            )
+            del raw
+            gc.collect()
+
+    asyncio.run(drop_raw_response())
+
+    failures = memory_meter.failures
+    assert memory_meter.stats.calls == 1
+    assert len(failures) == 1
+    assert failures[0].kind == "unmetered"
+    assert failures[0].customer == "acme"
+    assert "event loop ended" in failures[0].message
 
 
 # Azure OpenAI ------------------------------------------------------------------

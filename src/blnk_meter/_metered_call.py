@@ -141,15 +141,25 @@ class MeteredCall:
 
         A call from a sync client finishes at once. A call from an async
         client finishes with ``afinish`` in a task on the event loop it began
-        on, or with ``finish`` when that loop has closed.
+        on, or with ``finish`` when that loop has closed or ends before the
+        task runs.
         """
-        if not self.start_on_loop(lambda: self.afinish(outcome)):
+        if not self.start_on_loop(lambda: self.afinish(outcome), lambda: outcome):
             self.finish(outcome)
 
-    def start_on_loop(self, start: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+    def start_on_loop(
+        self,
+        start: Callable[[], Coroutine[Any, Any, None]],
+        fallback: Callable[[], CallOutcome],
+    ) -> bool:
         """Run ``start()`` in a task on the asyncio loop the call began on.
 
-        It is safe to call from any thread and from a finalizer.
+        It is safe to call from any thread and from a finalizer. When the
+        task ends without settling the call (it was cancelled or failed), or
+        never runs because the loop stopped first, the call is settled with
+        ``finish(fallback())``. ``asyncio.run`` cancels the tasks still
+        pending when its coroutine returns, so a task started just before
+        that never runs.
 
         Returns:
             ``False`` when the call has no such loop, or it has closed, so
@@ -158,21 +168,72 @@ class MeteredCall:
         loop = self._loop
         if loop is None or loop.is_closed():
             return False
+        settlement = _LoopSettlement(self, start, fallback)
         try:
-            loop.call_soon_threadsafe(_start_task, start)
+            loop.call_soon_threadsafe(settlement.start_task)
         except RuntimeError:  # the loop closed in the meantime
+            settlement.cancel()
             return False
         return True
 
 
 _tasks: set[asyncio.Task[None]] = set()
+"""Tasks of :class:`_LoopSettlement`, kept because the event loop keeps only
+weak references to tasks."""
 
 
-def _start_task(start: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    # The event loop keeps only weak references to tasks.
-    task = asyncio.get_running_loop().create_task(start())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+class _LoopSettlement:
+    """A task that settles a call on its event loop, with a fallback outcome.
+
+    The fallback settles the call from the task's done callback when the task
+    ended without settling it. It settles it from ``__del__`` when the loop
+    closed before the task was created, because closing a loop drops the
+    callbacks it has not run yet.
+    """
+
+    def __init__(
+        self,
+        call: MeteredCall,
+        start: Callable[[], Coroutine[Any, Any, None]],
+        fallback: Callable[[], CallOutcome],
+    ) -> None:
+        self._call: MeteredCall | None = call
+        self._start = start
+        self._fallback = fallback
+
+    def start_task(self) -> None:
+        """Create the task; run as a callback on the call's event loop."""
+        task = asyncio.get_running_loop().create_task(self._start())
+        _tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        _tasks.discard(task)
+        self.settle_unsettled()
+
+    def cancel(self) -> None:
+        """Forget the call, because the caller settles it another way."""
+        self._call = None
+
+    def settle_unsettled(self) -> None:
+        """Settle the call with the fallback outcome, unless it is settled."""
+        call, self._call = self._call, None
+        if call is None or call.is_settled:
+            return
+        try:
+            outcome = self._fallback()
+        except Exception:
+            logger.exception("failed to settle a call to %s", call.call.path)
+            return
+        call.finish(outcome)
+
+    def __del__(self) -> None:
+        # NOTE: a loop closed without cancelling its tasks leaves a task that
+        # never ran pending in ``_tasks``, so neither this finalizer nor the
+        # done callback runs, and the call stays unsettled. asyncio.run and
+        # asyncio.Runner cancel every task before they close the loop.
+        with contextlib.suppress(Exception):
+            self.settle_unsettled()
 
 
 def _log_outcome(outcome: CallOutcome) -> None:

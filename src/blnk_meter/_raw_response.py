@@ -271,9 +271,9 @@ class RawBody:
         except asyncio.CancelledError as exc:
             await self.call.afinish(self._drain_failed(exc))
             raise
-        except Exception:
+        except Exception as exc:
             _log_failure(self)
-            return
+            outcome = self._drain_failed(exc)
         if outcome is not None:
             await self.call.afinish(outcome)
 
@@ -281,8 +281,9 @@ class RawBody:
         """Settle the call of a response garbage collected while still open.
 
         A sync body is read on in the collecting thread. An async body is
-        read on in a task on the event loop the call began on, or reported
-        as dropped when that loop has closed.
+        read on in a task on the event loop the call began on. It is
+        reported as dropped when that loop has closed, or ends before the
+        task could read the body.
         """
         if not self.is_open:
             return
@@ -291,7 +292,8 @@ class RawBody:
                 _finish(self, lambda: self.drain(None))
             return
         if self.call.drain_on_close and self.call.start_on_loop(
-            lambda: self.asettle_drained(None)
+            lambda: self.asettle_drained(None),
+            lambda: self.outcome_of_fed(Interruption(is_loop_ended=True)),
         ):
             return
         interruption = Interruption(is_dropped=self.call.drain_on_close)

@@ -49,13 +49,22 @@ class Interruption:
         error: the error that stopped reading it, if one did.
         is_dropped: whether the caller dropped it without closing it, when
             the rest of it could no longer be read.
+        is_loop_ended: whether the caller dropped an async body without
+            closing it, and its event loop ended before the rest was read.
     """
 
     error: BaseException | None = None
     is_dropped: bool = False
+    is_loop_ended: bool = False
 
     def describe(self) -> str:
         """Return what happened, as the predicate of a sentence."""
+        if self.is_loop_ended:
+            return (
+                "was dropped without being closed before any usage arrived, and "
+                "its event loop ended before the rest of it could be read. Close "
+                "async responses before the event loop ends"
+            )
         if self.is_dropped:
             return (
                 "was dropped without being closed before any usage arrived, "
