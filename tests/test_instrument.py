@@ -1148,19 +1148,135 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_billable, "_warned_endpoints", set())
 
 
+def generic_body(request: httpx.Request) -> httpx.Response:
+    body = {"id": "obj_1", "object": "thing", "status": "completed"}
+    return httpx.Response(200, json=body, headers={"x-request-id": "req_1"})
+
+
+UNMETERED_CALLS: list[Any] = [
+    pytest.param(
+        lambda client: client.decisions.create(
+            model="gpt-6-luna", input="a", questions=[]
+        ),
+        "/decisions",
+        id="decisions",
+    ),
+    pytest.param(
+        lambda client: client.beta.threads.create_and_run(assistant_id="asst_1"),
+        "/threads/runs",
+        id="threads-create-and-run",
+    ),
+    pytest.param(
+        lambda client: client.beta.threads.runs.create(
+            thread_id="thread_1", assistant_id="asst_1"
+        ),
+        "/threads/{thread_id}/runs",
+        id="threads-runs-create",
+    ),
+    pytest.param(
+        lambda client: client.beta.threads.runs.submit_tool_outputs(
+            run_id="run_1", thread_id="thread_1", tool_outputs=[]
+        ),
+        "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+        id="threads-runs-submit-tool-outputs",
+    ),
+    pytest.param(
+        lambda client: client.evals.runs.create(
+            eval_id="eval_1",
+            data_source={"type": "jsonl", "source": {"type": "file_id", "id": "f"}},
+        ),
+        "/evals/{eval_id}/runs",
+        id="evals-runs-create",
+    ),
+    pytest.param(
+        lambda client: client.fine_tuning.alpha.graders.run(
+            grader={
+                "type": "string_check",
+                "name": "exact",
+                "input": "a",
+                "operation": "eq",
+                "reference": "a",
+            },
+            model_sample="a",
+        ),
+        "/fine_tuning/alpha/graders/run",
+        id="graders-run",
+    ),
+    pytest.param(
+        lambda client: client.beta.agents.sessions.create(
+            environment={"type": "cloud"}
+        ),
+        "/agents/sessions",
+        id="agents-sessions-create",
+    ),
+    pytest.param(
+        lambda client: client.beta.agents.automations.invocations.create(
+            automation_id="auto_1"
+        ),
+        "/agents/automations/{automation_id}/invocations",
+        id="agents-automations-invoke",
+    ),
+    pytest.param(
+        lambda client: client.beta.chatkit.sessions.create(
+            user="user_1", workflow={"id": "wf_1"}
+        ),
+        "/chatkit/sessions",
+        id="chatkit-sessions-create",
+    ),
+    pytest.param(
+        lambda client: client.images.generate(model="gpt-image-1", prompt="a fox"),
+        "/images/generations",
+        id="images-generate",
+    ),
+]
+
+
 @pytest.mark.usefixtures("fresh_warnings")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize(("make_call", "endpoint"), UNMETERED_CALLS)
 def test_unmetered_endpoint_warns_once(
-    fake: FakeOpenAI, recorder: RecordingRecorder, caplog: pytest.LogCaptureFixture
+    recorder: RecordingRecorder,
+    caplog: pytest.LogCaptureFixture,
+    make_call: SyncCall,
+    endpoint: str,
 ) -> None:
-    client = fake.sync_client()
+    http_client = httpx.Client(transport=httpx.MockTransport(generic_body))
+    client = FakeOpenAI().sync_client(http_client=http_client)
 
     with caplog.at_level(logging.WARNING, logger="blnk_meter"):
-        client.images.generate(model="gpt-image-1", prompt="a red fox")
-        client.images.generate(model="gpt-image-1", prompt="a red fox")
+        make_call(client)
+        make_call(client)
 
-    warnings = [r for r in caplog.records if "/images/generations" in r.getMessage()]
+    warnings = [
+        record
+        for record in caplog.records
+        if record.getMessage().startswith(f"OpenAI {endpoint} calls cost money")
+    ]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
+    assert recorder.begun == []
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_free_endpoint_does_not_warn(
+    recorder: RecordingRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    http_client = httpx.Client(transport=httpx.MockTransport(generic_body))
+    client = FakeOpenAI().sync_client(http_client=http_client)
+
+    with caplog.at_level(logging.WARNING, logger="blnk_meter"):
+        client.moderations.create(input="a")
+        client.fine_tuning.alpha.graders.validate(
+            grader={
+                "type": "string_check",
+                "name": "exact",
+                "input": "a",
+                "operation": "eq",
+                "reference": "a",
+            }
+        )
+
+    assert caplog.records == []
     assert recorder.begun == []
 
 
@@ -1176,6 +1292,23 @@ def test_websocket_connect_is_not_metered(
 
     warnings = [r for r in caplog.records if "realtime" in r.getMessage()]
     assert len(warnings) == 1
+    assert recorder.begun == []
+    assert fake.requests == []
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_live_connect_is_not_metered(
+    fake: FakeOpenAI, recorder: RecordingRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = fake.sync_client()
+
+    with caplog.at_level(logging.WARNING, logger="blnk_meter"):
+        client.live.connect()
+        client.live.forks.connect(session_id="sess_1")
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("OpenAI live calls") for message in messages)
+    assert any(message.startswith("OpenAI live forks calls") for message in messages)
     assert recorder.begun == []
     assert fake.requests == []
 

@@ -49,9 +49,22 @@ UNMETERED_PATH_PREFIXES = (
     "/realtime",
     "/batches",
     "/fine_tuning/jobs",
+    "/fine_tuning/alpha/graders/run",
     "/containers",
+    "/decisions",
+    "/threads/runs",
+    "/threads/{thread_id}/runs",
+    "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+    "/evals/{eval_id}/runs",
+    "/agents/sessions",
+    "/agents/sessions/{session_id}/events",
+    "/agents/automations/{automation_id}/invocations",
+    "/live/sessions",
+    "/chatkit/sessions",
 )
-"""POSTs that cost money but are not metered; each is logged once."""
+"""POSTs that cost money or report usage but are not metered; each is logged
+once. A ``{name}`` segment matches any one segment, and a path under a prefix
+matches it too. A path is logged under the longest prefix it matches."""
 
 _warned_endpoints: set[str] = set()
 _warned_lock = threading.Lock()
@@ -111,10 +124,24 @@ def request_body(options: Any) -> Mapping[str, Any]:
 
 
 def _warn_if_unmetered(path: str) -> None:
-    for prefix in UNMETERED_PATH_PREFIXES:
-        if path == prefix or path.startswith(prefix + "/"):
-            warn_unmetered(prefix)
-            return
+    segments = path.strip("/").split("/")
+    matches = [
+        prefix
+        for prefix in UNMETERED_PATH_PREFIXES
+        if _starts_with(segments, prefix.strip("/").split("/"))
+    ]
+    if matches:
+        warn_unmetered(max(matches, key=lambda prefix: prefix.count("/")))
+
+
+def _starts_with(segments: list[str], prefix: list[str]) -> bool:
+    """Return whether path ``segments`` begin with a prefix's segments."""
+    if len(segments) < len(prefix):
+        return False
+    return all(
+        expected == actual or (expected.startswith("{") and actual != "")
+        for expected, actual in zip(prefix, segments, strict=False)
+    )
 
 
 def warn_unmetered(endpoint: str) -> None:

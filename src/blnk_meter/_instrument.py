@@ -64,6 +64,8 @@ _WEBSOCKET_RESOURCES = {
         "Translations",
         "realtime translations",
     ),
+    "openai.resources.live.live": ("Live", "live"),
+    "openai.resources.live.forks": ("Forks", "live forks"),
     "openai.resources.live.sideband": ("Sideband", "live sideband"),
 }
 """Resources whose websocket ``connect()`` bypasses ``request`` and is not
