@@ -92,8 +92,11 @@ def install(
             exactly one ``finish`` or ``cancel`` afterwards.
         inject_stream_usage: add ``stream_options.include_usage`` to chat and
             legacy completion streams that did not ask for usage, and hide the
-            extra usage chunk from the caller. Without it, such streams are
-            reported as ``stream_without_usage``.
+            extra usage chunk from the events the caller iterates. The raw
+            bytes of ``with_streaming_response`` and ``with_raw_response``
+            (``iter_bytes()``, ``iter_lines()``, ``read()``) still contain it,
+            as the provider sent them. Without it, such streams are reported
+            as ``stream_without_usage``.
         drain_on_close: when the caller stops reading a stream before its
             usage arrived, or closes or drops a raw response before reading
             its body, read the rest without passing it on, so the usage the
