@@ -83,8 +83,10 @@ def instrument(
     Args:
         inject_stream_usage: ask for usage on chat and completion streams
             (``stream_options.include_usage``) when the caller did not, and
-            hide the extra usage chunk from the caller. Without it, such
-            streams carry no usage and are reported as unmetered.
+            hide the extra usage chunk from the events the caller iterates.
+            Raw byte readers (``with_streaming_response`` with ``iter_bytes``
+            or ``iter_lines``) still see it. Without injection, such streams
+            carry no usage and are reported as unmetered.
         drain_on_close: when a caller stops reading a stream before the usage
             arrived, read the rest of it so the tokens the provider bills are
             known. Without it, such calls are reported as unmetered.

@@ -129,9 +129,7 @@ class FailureLog:
         with self._lock:
             self._failures.append(failure)
             self._stats[failure.kind] += 1
-        logger.error(
-            "%s (customer %s, %s)", failure.message, failure.customer, failure.kind
-        )
+        logger.error("%s [%s]", failure.message, failure.kind)
         if self._on_error is not None:
             try:
                 self._on_error(failure)
