@@ -1,6 +1,7 @@
-"""A thin client for Blnk's HTTP API: the only code that knows its URLs and errors.
+"""A thin client for Blnk's HTTP API: the one module that builds its URLs.
 
-Requests are plain values (:class:`ApiRequest`) so the delivery logic can be
+It also reads Blnk's error bodies. Requests are plain values
+(:class:`ApiRequest`) so the delivery logic can be
 written once and driven by the sync or the async client.
 """
 
@@ -52,7 +53,7 @@ class ApiRequest:
         method: the HTTP method.
         path: the path below the base URL, already percent-encoded.
         body: the JSON body, or ``None``.
-        missing_ok: answer ``None`` instead of raising on 404.
+        missing_ok: return ``None`` instead of raising on 404.
         references: the references involved, copied into errors.
     """
 
@@ -69,13 +70,13 @@ def bulk_request(body: dict[str, Any], references: tuple[str, ...]) -> ApiReques
 
 
 def reference_request(reference: str) -> ApiRequest:
-    """Build ``GET /transactions/reference/{reference}``; 404 answers ``None``."""
+    """Build ``GET /transactions/reference/{reference}``; a 404 returns ``None``."""
     path = f"/transactions/reference/{quote(reference, safe=':@')}"
     return ApiRequest("GET", path, missing_ok=True, references=(reference,))
 
 
 def indicator_request(indicator: str, currency: str) -> ApiRequest:
-    """Build the lookup of an indicator balance; 404 answers ``None``."""
+    """Build the lookup of an indicator balance; a 404 returns ``None``."""
     path = (
         f"/balances/indicator/{quote(indicator, safe='@')}"
         f"/currency/{quote(currency, safe='')}"
@@ -92,7 +93,7 @@ def error_from_response(
     message under ``error`` or ``errors``, which is matched by its wording.
     """
     message, code, batch_id = _parse_error_body(content)
-    text = f"Blnk answered {status}: {message}"
+    text = f"Blnk responded {status}: {message}"
     kwargs: dict[str, Any] = {
         "status": status,
         "code": code,
@@ -156,7 +157,7 @@ def _decode(request: ApiRequest, response: httpx.Response) -> Any:
             return response.json()
         except ValueError as exc:
             raise LedgerUnavailableError(
-                f"Blnk answered {response.status_code} to {request.method} "
+                f"Blnk responded {response.status_code} to {request.method} "
                 f"{request.path} with a body that is not JSON",
                 status=response.status_code,
                 references=request.references,
@@ -176,7 +177,7 @@ def redact_url(url: str) -> str:
 
 
 class _ClientBase:
-    """What the sync and async clients share: the address and a key-free repr."""
+    """Common part of the sync and async clients: the address, auth and repr."""
 
     def __init__(self, base_url: str, api_key: str | None) -> None:
         # A user name and password in the address become HTTP basic auth, so

@@ -1,4 +1,4 @@
-"""What the meter keeps about calls it could not record, and its counters.
+"""Failures a meter keeps for calls it could not record, and its counters.
 
 Failures are kept in memory with everything needed to reconcile or resend
 them, and each is logged and handed to the meter's error hook.
@@ -68,8 +68,8 @@ class MeterStats:
         empty: calls that used no tokens and cost nothing, so posted nothing.
         unpriced_zero: postings sent with a flagged zero charge because the
             model has no price and the policy is ``"zero"``.
-        cancelled: calls the provider answered with an error, or that failed
-            before any usage; nothing to bill.
+        cancelled: calls that got an error response from the provider, or
+            failed before any usage; nothing to bill.
         ignored: calls outside any customer scope under the ``"ignore"`` policy.
         unmetered: calls whose usage was unknown or invalid.
         unpriced: calls not posted because the model has no price.

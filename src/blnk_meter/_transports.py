@@ -1,7 +1,7 @@
 """Transports deliver postings to the ledger.
 
 :class:`HttpxTransport` and :class:`AsyncHttpxTransport` send each posting as
-one atomic bulk request and retry what may succeed later (no answer, 5xx,
+one atomic bulk request and retry what may succeed later (no response, 5xx,
 408, 423, 429) with the same references, so a retry can never post twice.
 When the ledger says a reference is already used, the legs are fetched and
 the posting counts as delivered only if every leg exists, is applied, matches
@@ -81,7 +81,7 @@ class Transport(Protocol):
         """Deliver one posting.
 
         Raises:
-            LedgerError: the posting was not recorded; the subclass says
+            LedgerError: the posting was not recorded. The subclass tells
                 whether sending it again may succeed.
         """
         ...
@@ -111,7 +111,7 @@ class RetryPolicy:
     Attributes:
         attempts: bulk requests per delivery, the first included.
         initial_delay: seconds before the first retry; doubled each time.
-        max_delay: the longest pause between two attempts, in seconds.
+        max_delay: the maximum pause between two attempts, in seconds.
         jitter: pause a random time between half and all of the delay, so
             many clients retrying together spread out.
     """
@@ -160,8 +160,8 @@ def _deliver(
 ) -> Generator[_Step, Any, Delivery]:
     """Deliver a posting, as a sequence of requests and pauses.
 
-    The caller runs each yielded request and sends back its answer, or throws
-    the :class:`LedgerError` it raised into the generator.
+    The caller runs each yielded request and sends back its decoded response,
+    or throws the :class:`LedgerError` it raised into the generator.
     """
     error: LedgerError | None = None
     for attempt in range(1, retry.attempts + 1):
@@ -229,7 +229,7 @@ def _partly_recorded(
 def _advance(
     steps: Generator[_Step, Any, Delivery], answer: Any, failure: LedgerError | None
 ) -> _Step | Delivery:
-    """Resume a delivery with an answer or a failure; return its next step."""
+    """Resume a delivery with a response or a failure; return its next step."""
     try:
         return steps.throw(failure) if failure else steps.send(answer)
     except StopIteration as stop:
