@@ -1,8 +1,8 @@
 """A thin client for Blnk's HTTP API: the one module that builds its URLs.
 
 It also reads Blnk's error bodies. Requests are plain values
-(:class:`ApiRequest`) so the delivery logic can be
-written once and driven by the sync or the async client.
+(:class:`ApiRequest`), so the delivery logic can be written once and driven
+by the sync or the async client.
 """
 
 from __future__ import annotations
