@@ -414,3 +414,37 @@ def test_scope_without_meter_sends_nothing(fake: FakeOpenAI) -> None:
     assert fake.requests == []
     outside = sdk.responses.create(model="gpt-4o-mini", input="nobody in scope")
     assert outside.id
+
+
+def test_async_meter_across_event_loops(
+    server: LedgerServer, client: BlnkClient, fake: FakeOpenAI
+) -> None:
+    meter = Meter(ledger_url=server.url, api_key=BLNK_KEY)
+    blnk_meter.configure(meter)
+
+    async def one_request() -> None:
+        sdk = fake.async_client()
+        async with metered(customer="acme"):
+            await sdk.responses.create(model="gpt-4o-mini", input="hello there")
+        await sdk.close()
+
+    for _ in range(4):
+        asyncio.run(one_request())
+
+    def loop_in_thread() -> None:
+        async def burst() -> None:
+            await asyncio.gather(*(one_request() for _ in range(5)))
+
+        asyncio.run(burst())
+
+    threads = [threading.Thread(target=loop_in_thread) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert meter.failures == []
+    assert meter.stats.posted == 4 + 3 * 5
+    assert len(ledger_legs(client, "acme")) == 2 * (4 + 3 * 5)
+    meter.close()

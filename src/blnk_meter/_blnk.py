@@ -7,8 +7,11 @@ by the sync or the async client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -304,7 +307,14 @@ class BlnkClient(_ClientBase):
 
 
 class AsyncBlnkClient(_ClientBase):
-    """An asynchronous Blnk API client; the arguments match :class:`BlnkClient`."""
+    """An asynchronous Blnk API client; the arguments match :class:`BlnkClient`.
+
+    One client can serve several event loops, one after another
+    (``asyncio.run`` per request) or at once (a loop per thread): each loop
+    gets its own connection pool, because httpx connections belong to the
+    loop that opened them. A given ``http_transport`` is shared by all loops,
+    so pass one that is not tied to a loop, such as an embedded ledger's.
+    """
 
     def __init__(
         self,
@@ -315,14 +325,29 @@ class AsyncBlnkClient(_ClientBase):
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, api_key)
-        self._http = httpx.AsyncClient(
-            **self._http_options(api_key, timeout), transport=http_transport
-        )
+        self._options = {
+            **self._http_options(api_key, timeout),
+            "transport": http_transport,
+        }
+        self._lock = threading.Lock()
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, httpx.AsyncClient
+        ] = weakref.WeakKeyDictionary()
+
+    def _http(self) -> httpx.AsyncClient:
+        """Return the HTTP client of the running event loop, creating it once."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            http = self._by_loop.get(loop)
+            if http is None or http.is_closed:
+                http = httpx.AsyncClient(**self._options)
+                self._by_loop[loop] = http
+        return http
 
     async def call(self, request: ApiRequest) -> Any:
         """Send one request; see :meth:`BlnkClient.call`."""
         try:
-            response = await self._http.request(
+            response = await self._http().request(
                 request.method, request.path, json=request.body
             )
         except httpx.HTTPError as exc:
@@ -330,8 +355,14 @@ class AsyncBlnkClient(_ClientBase):
         return _decode(request, response)
 
     async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._http.aclose()
+        """Close the HTTP connections of the running event loop.
+
+        Connections opened by other loops close with those loops.
+        """
+        with self._lock:
+            http = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if http is not None:
+            await http.aclose()
 
     async def __aenter__(self) -> AsyncBlnkClient:
         return self
