@@ -448,3 +448,22 @@ def test_async_meter_across_event_loops(
     assert meter.stats.posted == 4 + 3 * 5
     assert len(ledger_legs(client, "acme")) == 2 * (4 + 3 * 5)
     meter.close()
+
+
+def test_scope_opened_in_generator_bills_every_step(
+    server: LedgerServer, client: BlnkClient, fake: FakeOpenAI
+) -> None:
+    make_meter(server, {})
+    sdk = fake.sync_client()
+
+    @metered(customer="outer")
+    def steps() -> Iterator[int]:
+        with metered(customer="inner"):
+            sdk.responses.create(model="gpt-4o-mini", input="one")
+            yield 1
+            sdk.responses.create(model="gpt-4o-mini", input="two")
+            yield 2
+
+    assert list(steps()) == [1, 2]
+    assert len(ledger_legs(client, "inner")) == 4
+    assert ledger_legs(client, "outer") == []

@@ -303,3 +303,76 @@ def test_metadata_rejects_bad_keys() -> None:
 def test_metadata_rejects_reserved_keys(key: str) -> None:
     with pytest.raises(errors.ConfigurationError, match="reserved"):
         metered(customer="a", metadata={key: "x"})
+
+
+def test_generator_inner_scope_survives_yield() -> None:
+    @metered(customer="outer")
+    def gen() -> Iterator[str | None]:
+        with metered(customer="inner", metadata={"feature": "search"}):
+            yield customer_now()
+            scope = current_scope()
+            yield scope.metadata.get("feature") if scope else None
+        yield customer_now()
+
+    assert list(gen()) == ["inner", "search", "outer"]
+    assert current_scope() is None
+
+
+def test_generator_inner_scope_across_threads() -> None:
+    @metered(customer="outer")
+    def gen() -> Iterator[str | None]:
+        with metered(customer="inner"):
+            yield customer_now()
+            yield customer_now()
+        yield customer_now()
+
+    stream = gen()
+    seen = [next(stream)]
+    errors_seen: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            seen.extend(stream)
+        except BaseException as exc:
+            errors_seen.append(exc)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    thread.join()
+
+    assert errors_seen == []
+    assert seen == ["inner", "inner", "outer"]
+    assert current_scope() is None
+
+
+async def test_async_generator_inner_scope_across_tasks() -> None:
+    @metered(customer="outer")
+    async def agen() -> AsyncIterator[str | None]:
+        async with metered(customer="inner"):
+            yield customer_now()
+            await asyncio.sleep(0)
+            yield customer_now()
+        yield customer_now()
+
+    stream = agen()
+    first = await asyncio.create_task(stream.__anext__())
+    rest = await asyncio.create_task(_collect(stream))
+
+    assert [first, *rest] == ["inner", "inner", "outer"]
+    assert current_scope() is None
+
+
+async def _collect(stream: AsyncIterator[str | None]) -> list[str | None]:
+    return [item async for item in stream]
+
+
+def test_context_manager_left_in_other_context_is_harmless() -> None:
+    block = metered(customer="acme")
+    block.__enter__()
+    context = contextvars.copy_context()
+    block.__exit__(None, None, None)
+
+    context.run(block.__exit__, None, None, None)
+
+    assert current_scope() is None
+    assert context.run(current_scope) is None

@@ -11,7 +11,7 @@ import functools
 import inspect
 import re
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -51,6 +51,10 @@ class Scope:
     customer: str | None
     meter: Meter | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # The scope that was active when this one was entered, and the metered
+    # object that entered it, so leaving it restores the right scope.
+    _parent: Scope | None = field(default=None, repr=False, compare=False)
+    _owner: object = field(default=None, repr=False, compare=False)
 
 
 def current_scope() -> Scope | None:
@@ -92,6 +96,8 @@ def _merge(outer: Scope | None, inner: Scope) -> Scope:
         customer=inner.customer if inner.customer is not None else outer.customer,
         meter=inner.meter if inner.meter is not None else outer.meter,
         metadata={**outer.metadata, **inner.metadata},
+        _parent=inner._parent,
+        _owner=inner._owner,
     )
 
 
@@ -136,11 +142,6 @@ class metered:
         self._customer = customer
         self._meter = meter
         self._metadata = _check_metadata(metadata or {})
-        # Tokens live in a context variable so one instance can be entered by
-        # concurrent tasks or threads without their exits crossing.
-        self._tokens: ContextVar[tuple[Token[Scope | None], ...]] = ContextVar(
-            "blnk_meter_metered_tokens", default=()
-        )
 
     def __repr__(self) -> str:
         return f"metered(customer={self._customer!r})"
@@ -150,10 +151,15 @@ class metered:
         if callable(customer):
             resolved = customer(*args, **kwargs)
             customer = None if resolved is None else validate_customer(resolved)
-        return _merge(
-            _current.get(),
-            Scope(customer=customer, meter=self._meter, metadata=self._metadata),
+        outer = _current.get()
+        scope = Scope(
+            customer=customer,
+            meter=self._meter,
+            metadata=self._metadata,
+            _parent=outer,
+            _owner=self,
         )
+        return _merge(outer, scope)
 
     # Context manager -----------------------------------------------------
 
@@ -164,7 +170,7 @@ class metered:
                 "as a context manager pass the customer id itself"
             )
         scope = self._scope_for((), {})
-        self._tokens.set((*self._tokens.get(), _current.set(scope)))
+        _current.set(scope)
         return scope
 
     def __exit__(
@@ -173,9 +179,14 @@ class metered:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        *outer, token = self._tokens.get()
-        self._tokens.set(tuple(outer))
-        _current.reset(token)
+        # Restore the scope that was active when this block was entered. The
+        # block's own scope is found by its owner rather than by a token,
+        # because a block inside a generator may be left in another context.
+        scope = _current.get()
+        while scope is not None and scope._owner is not self:
+            scope = scope._parent
+        if scope is not None:
+            _current.set(scope._parent)
 
     async def __aenter__(self) -> Scope:
         return self.__enter__()
@@ -260,11 +271,17 @@ def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
 def _scoped_generator(
     gen: Generator[Any, Any, Any], scope: Scope
 ) -> Generator[Any, Any, Any]:
-    """Run each step of ``gen`` inside ``scope``, whoever iterates it."""
+    """Run each step of ``gen`` inside its own scope, in any thread or task.
+
+    The scope the generator body leaves behind after a step (for example one
+    it opened with ``with metered(...)``) is the one its next step starts in.
+    """
+    inner: Scope | None = scope
     to_send: Any = None
     to_throw: BaseException | None = None
     while True:
-        token = _current.set(scope)
+        outer = _current.get()
+        _current.set(inner)
         try:
             if to_throw is not None:
                 item = gen.throw(to_throw)
@@ -273,16 +290,18 @@ def _scoped_generator(
         except StopIteration as stop:
             return stop.value
         finally:
-            _current.reset(token)
+            inner = _current.get()
+            _current.set(outer)
         to_send, to_throw = None, None
         try:
             to_send = yield item
         except GeneratorExit:
-            token = _current.set(scope)
+            outer = _current.get()
+            _current.set(inner)
             try:
                 gen.close()
             finally:
-                _current.reset(token)
+                _current.set(outer)
             raise
         except BaseException as exc:  # delivered into the wrapped generator
             to_throw = exc
@@ -291,11 +310,13 @@ def _scoped_generator(
 async def _scoped_async_generator(
     agen: AsyncGenerator[Any, Any], scope: Scope
 ) -> AsyncGenerator[Any, Any]:
-    """Run each step of ``agen`` inside ``scope``, whoever iterates it."""
+    """Run each step of ``agen`` inside its own scope; see :func:`_scoped_generator`."""
+    inner: Scope | None = scope
     to_send: Any = None
     to_throw: BaseException | None = None
     while True:
-        token = _current.set(scope)
+        outer = _current.get()
+        _current.set(inner)
         try:
             if to_throw is not None:
                 item = await agen.athrow(to_throw)
@@ -304,16 +325,18 @@ async def _scoped_async_generator(
         except StopAsyncIteration:
             return
         finally:
-            _current.reset(token)
+            inner = _current.get()
+            _current.set(outer)
         to_send, to_throw = None, None
         try:
             to_send = yield item
         except GeneratorExit:
-            token = _current.set(scope)
+            outer = _current.get()
+            _current.set(inner)
             try:
                 await agen.aclose()
             finally:
-                _current.reset(token)
+                _current.set(outer)
             raise
         except BaseException as exc:  # delivered into the wrapped generator
             to_throw = exc
