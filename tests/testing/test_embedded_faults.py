@@ -262,6 +262,20 @@ def test_handle_bypasses_faults(ledger: EmbeddedLedger) -> None:
         ),
         pytest.param(lambda faults: faults.delay_next(1, -1), id="negative-delay"),
         pytest.param(lambda faults: faults.down(0), id="zero-outage"),
+        pytest.param(lambda faults: faults.down(-1), id="negative-outage"),
+        pytest.param(lambda faults: faults.down("1"), id="text-outage"),
+        pytest.param(lambda faults: faults.delay_next(1, "2"), id="text-delay"),
+        pytest.param(
+            lambda faults: faults.delay_next(1, float("inf")), id="endless-delay"
+        ),
+        pytest.param(
+            lambda faults: faults.fail_next(1, status="500"), id="text-status"
+        ),
+        pytest.param(lambda faults: faults.fail_next(1, code=5), id="number-code"),
+        pytest.param(
+            lambda faults: faults.drop_after_commit(1, path_prefix=5),
+            id="number-prefix",
+        ),
     ],
 )
 def test_invalid_fault_arguments_raise(
@@ -288,3 +302,99 @@ def test_admin_path_requires_api_key() -> None:
     assert pending_after_anonymous == []
     assert keyed.status_code == 200
     assert pending_after_keyed[0]["kind"] == "fail"
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        pytest.param({"down_for": 0}, id="zero-outage"),
+        pytest.param({"down_for": -1}, id="negative-outage"),
+        pytest.param({"down_for": "1"}, id="text-outage"),
+        pytest.param({"down_for": True}, id="boolean-outage"),
+        pytest.param({"delay_next": {"n": 1, "seconds": "2"}}, id="text-delay"),
+        pytest.param({"delay_next": {"n": 1}}, id="missing-seconds"),
+        pytest.param({"fail_next": {"count": 1}}, id="unknown-argument"),
+        pytest.param({"fail_next": 1}, id="not-an-object"),
+        pytest.param({"fail_next": {"n": 1, "status": "503"}}, id="text-status"),
+        pytest.param({"reject_funds_next": {"n": True}}, id="boolean-count"),
+        pytest.param({"clear": "yes"}, id="text-clear"),
+        pytest.param([{"fail_next": {"n": 1}}], id="not-an-object-body"),
+    ],
+)
+def test_admin_invalid_request_is_400(
+    ledger: EmbeddedLedger, channel: httpx.Client, request_body: object
+) -> None:
+    response = channel.post("/_embedded/faults", json=request_body)
+    after = channel.get("/ledgers")
+
+    assert response.status_code == 400
+    assert response.json()["error_detail"]["code"] == "GEN_BAD_REQUEST"
+    assert ledger.faults.is_down is False
+    assert ledger.faults.pending() == []
+    assert after.status_code == 200
+
+
+def test_admin_invalid_json_is_400(
+    ledger: EmbeddedLedger, channel: httpx.Client
+) -> None:
+    response = channel.post("/_embedded/faults", content=b"{fail_next")
+
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["error"]
+    assert ledger.faults.pending() == []
+
+
+def test_admin_invalid_part_arms_nothing(
+    ledger: EmbeddedLedger, channel: httpx.Client
+) -> None:
+    ledger.faults.delay_next(1, 0.0)
+    request_body = {
+        "clear": True,
+        "fail_next": {"n": 1},
+        "delay_next": {"n": 1, "seconds": -1},
+        "down_for": 5,
+    }
+
+    response = channel.post("/_embedded/faults", json=request_body)
+
+    assert response.status_code == 400
+    assert "delay_next" in response.json()["error"]
+    assert [rule["kind"] for rule in ledger.faults.pending()] == ["delay"]
+    assert ledger.faults.is_down is False
+
+
+def test_admin_clear_then_arms_in_order(
+    ledger: EmbeddedLedger, channel: httpx.Client
+) -> None:
+    ledger.faults.delay_next(3, 0.0)
+    request_body = {"clear": True, "reject_funds_next": {"n": 2}}
+
+    response = channel.post("/_embedded/faults", json=request_body)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "down": False,
+        "faults": [{"kind": "reject_funds", "remaining": 2, "path_prefix": None}],
+    }
+
+
+def test_admin_down_for_reports_down(
+    ledger: EmbeddedLedger, channel: httpx.Client
+) -> None:
+    response = channel.post("/_embedded/faults", json={"down_for": 30})
+    down_after = ledger.faults.is_down
+    ledger.faults.up()
+
+    assert response.status_code == 200
+    assert response.json() == {"down": True, "faults": []}
+    assert down_after is True
+
+
+def test_admin_other_method_is_404(
+    ledger: EmbeddedLedger, channel: httpx.Client
+) -> None:
+    response = channel.put("/_embedded/faults", json={"fail_next": {"n": 1}})
+
+    assert response.status_code == 404
+    assert response.text == "404 page not found"
+    assert ledger.faults.pending() == []

@@ -9,8 +9,10 @@ behind the ledger's API key when it has one.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,9 +75,92 @@ class FaultPlan:
     drop: bool = False
 
 
-def _check_count(n: int) -> None:
+def _check_count(n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigurationError(f"fault count {n!r} is invalid; pass an integer >= 1")
+    return n
+
+
+def _check_seconds(seconds: object, name: str, *, allow_zero: bool) -> float:
+    bound = ">= 0" if allow_zero else "> 0"
+    invalid = ConfigurationError(
+        f"{name} {seconds!r} is invalid; pass a finite number of seconds {bound}"
+    )
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise invalid
+    try:
+        value = float(seconds)
+    except OverflowError:
+        raise invalid from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise invalid
+    return value
+
+
+def _check_text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} {value!r} is invalid; pass a string")
+    return value
+
+
+def _check_prefix(path_prefix: object) -> str | None:
+    if path_prefix is not None and not isinstance(path_prefix, str):
+        raise ConfigurationError(
+            f"path_prefix {path_prefix!r} is invalid; pass a path such as"
+            " '/transactions', or None for every path"
+        )
+    return path_prefix
+
+
+def _fail_rule(
+    n: int,
+    status: int = 500,
+    code: str = "GEN_INTERNAL",
+    message: str = "internal server error",
+    *,
+    path_prefix: str | None = None,
+) -> _Rule:
+    """Build the rule of :meth:`Faults.fail_next` after checking its arguments."""
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise ConfigurationError(f"fault status {status!r} is invalid; pass 400 to 599")
+    if not 400 <= status <= 599:
+        raise ConfigurationError(
+            f"fault status {status!r} is not an error; pass 400 to 599"
+        )
+    error = ApiError(_check_text(code, "fault code"), _check_text(message, "message"))
+    response = (status, dict(JSON_HEADERS), error_body(error))
+    count, prefix = _check_count(n), _check_prefix(path_prefix)
+    return _Rule("fail", count, prefix, response=response)
+
+
+def _delay_rule(n: int, seconds: float, *, path_prefix: str | None = None) -> _Rule:
+    """Build the rule of :meth:`Faults.delay_next` after checking its arguments."""
+    delay = _check_seconds(seconds, "delay", allow_zero=True)
+    count, prefix = _check_count(n), _check_prefix(path_prefix)
+    return _Rule("delay", count, prefix, seconds=delay)
+
+
+def _drop_rule(n: int, *, path_prefix: str | None = None) -> _Rule:
+    """Build the rule of :meth:`Faults.drop_after_commit` after checking it."""
+    return _Rule("drop", _check_count(n), _check_prefix(path_prefix))
+
+
+def _reject_funds_rule(n: int, *, path_prefix: str | None = None) -> _Rule:
+    """Build the rule of :meth:`Faults.reject_funds_next` after checking it."""
+    message = (
+        "failed to apply transaction to balances: insufficient funds in source balance"
+    )
+    body = error_body(ApiError("TXN_INSUFFICIENT_FUNDS", message))
+    response = (400, dict(JSON_HEADERS), body)
+    count, prefix = _check_count(n), _check_prefix(path_prefix)
+    return _Rule("reject_funds", count, prefix, response=response)
+
+
+def _check_outage(for_seconds: object) -> float | None:
+    """Check the argument of :meth:`Faults.down` and return it as a float."""
+    if for_seconds is None:
+        return None
+    return _check_seconds(for_seconds, "down time", allow_zero=False)
 
 
 class Faults:
@@ -96,10 +181,12 @@ class Faults:
         with self._lock:
             return f"Faults(rules={len(self._rules)}, down={self._down})"
 
-    def _arm(self, rule: _Rule) -> None:
-        _check_count(rule.remaining)
+    def _arm(self, rules: list[_Rule], *, clear: bool = False) -> None:
+        # One lock covers the batch, so other threads see all of it or none.
         with self._lock:
-            self._rules.append(rule)
+            if clear:
+                self._rules.clear()
+            self._rules.extend(rules)
 
     def fail_next(
         self,
@@ -120,16 +207,12 @@ class Faults:
             path_prefix: only requests whose path starts with this count.
 
         Raises:
-            ConfigurationError: ``n`` is not a positive integer or ``status``
-                is not an HTTP error status.
+            ConfigurationError: ``n`` is not a positive integer, ``status``
+                is not an HTTP error status, or another argument has the
+                wrong type.
         """
-        if not 400 <= status <= 599:
-            raise ConfigurationError(
-                f"fault status {status!r} is not an error; pass 400 to 599"
-            )
-        body = error_body(ApiError(code, message))
-        response = (status, dict(JSON_HEADERS), body)
-        self._arm(_Rule("fail", n, path_prefix, response=response))
+        rule = _fail_rule(n, status, code, message, path_prefix=path_prefix)
+        self._arm([rule])
 
     def delay_next(
         self, n: int, seconds: float, *, path_prefix: str | None = None
@@ -139,32 +222,28 @@ class Faults:
         Raises:
             ConfigurationError: ``n`` or ``seconds`` is invalid.
         """
-        if seconds < 0:
-            raise ConfigurationError(
-                f"delay {seconds!r} is negative; pass seconds >= 0"
-            )
-        self._arm(_Rule("delay", n, path_prefix, seconds=float(seconds)))
+        self._arm([_delay_rule(n, seconds, path_prefix=path_prefix)])
 
     def drop_after_commit(self, n: int, *, path_prefix: str | None = None) -> None:
         """Process and commit the next ``n`` requests, then send no response.
 
         The in-process transports raise ``httpx.RemoteProtocolError``; the
         HTTP server closes the connection without a response.
+
+        Raises:
+            ConfigurationError: ``n`` or ``path_prefix`` is invalid.
         """
-        self._arm(_Rule("drop", n, path_prefix))
+        self._arm([_drop_rule(n, path_prefix=path_prefix)])
 
     def reject_funds_next(self, n: int, *, path_prefix: str | None = None) -> None:
         """Reject the next ``n`` POST or PUT requests with ``TXN_INSUFFICIENT_FUNDS``.
 
-        Nothing is written; reads pass through and are not counted.
+        Nothing is written; other methods pass through and are not counted.
+
+        Raises:
+            ConfigurationError: ``n`` or ``path_prefix`` is invalid.
         """
-        message = (
-            "failed to apply transaction to balances: insufficient funds in source"
-            " balance"
-        )
-        body = error_body(ApiError("TXN_INSUFFICIENT_FUNDS", message))
-        response = (400, dict(JSON_HEADERS), body)
-        self._arm(_Rule("reject_funds", n, path_prefix, response=response))
+        self._arm([_reject_funds_rule(n, path_prefix=path_prefix)])
 
     def down(self, for_seconds: float | None = None) -> None:
         """Make the ledger unreachable until :meth:`up`, or for ``for_seconds``.
@@ -172,23 +251,23 @@ class Faults:
         In-process transports raise ``httpx.ConnectError``; the HTTP server
         closes its listening socket and open connections, so connections are
         refused.
+
+        Raises:
+            ConfigurationError: ``for_seconds`` is not a finite number > 0.
         """
-        if for_seconds is not None and for_seconds <= 0:
-            raise ConfigurationError(
-                f"down time {for_seconds!r} is invalid; pass seconds > 0"
-            )
+        seconds = _check_outage(for_seconds)
         with self._lock:
             self._cancel_timer()
-            if for_seconds is not None:
-                self._timer = threading.Timer(for_seconds, self.up)
+            if seconds is not None:
+                self._timer = threading.Timer(seconds, self.up)
                 self._timer.daemon = True
                 self._timer.start()
             changed = not self._down
             self._down = True
-        if for_seconds is None:
+        if seconds is None:
             logger.info("fault injected: ledger down until up() is called")
         else:
-            logger.info("fault injected: ledger down for %.3f s", for_seconds)
+            logger.info("fault injected: ledger down for %.3f s", seconds)
         if changed:
             self._notify(True)
 
@@ -274,47 +353,97 @@ class Faults:
         ``GET`` lists the armed faults. ``POST`` takes a JSON object with any
         of ``fail_next``, ``delay_next``, ``drop_after_commit`` and
         ``reject_funds_next`` (each an object of the method's arguments),
-        ``down_for`` (seconds) and ``clear`` (true).
+        ``down_for`` (seconds) and ``clear`` (true). The whole body is
+        checked first, so an invalid part gets 400 and arms nothing. Other
+        methods get Blnk's plain-text 404.
 
         Returns:
-            The response, and the action that starts a requested outage or
-            ``None``. The caller runs the action and makes sure the response
-            still reaches the client that requested the outage.
+            The response, which shows the state after the request, and the
+            action that starts a requested outage or ``None``. The caller
+            runs the action and makes sure the response still reaches the
+            client that requested the outage.
         """
         if method == "GET":
-            state = {"down": self.is_down, "faults": self.pending()}
-            return (200, dict(JSON_HEADERS), json.dumps(state).encode()), None
+            return _state_response(self.is_down, self.pending()), None
+        if method != "POST":
+            return (404, {"Content-Type": "text/plain"}, b"404 page not found"), None
         try:
-            request = json.loads(body or b"{}")
-            after = self._apply_admin(request)
-        except (ValueError, TypeError, AttributeError) as exc:
+            request = _parse_admin(body)
+        except ConfigurationError as exc:
             error = ApiError("GEN_BAD_REQUEST", f"invalid fault request: {exc}")
             return (400, dict(JSON_HEADERS), error_body(error)), None
-        state = {"down": self.is_down, "faults": self.pending()}
-        return (200, dict(JSON_HEADERS), json.dumps(state).encode()), after
+        self._arm(request.rules, clear=request.clear)
+        if request.clear:
+            self.up()
+        if request.down_for is None:
+            return _state_response(self.is_down, self.pending()), None
+        outage = functools.partial(self.down, request.down_for)
+        return _state_response(True, self.pending()), outage
 
-    def _apply_admin(self, request: dict[str, Any]) -> Callable[[], None] | None:
-        if not isinstance(request, dict):
-            raise TypeError("the body must be a JSON object")
-        arming: dict[str, Callable[..., None]] = {
-            "fail_next": self.fail_next,
-            "delay_next": self.delay_next,
-            "drop_after_commit": self.drop_after_commit,
-            "reject_funds_next": self.reject_funds_next,
-        }
-        # A misspelled fault would otherwise arm nothing and still return 200.
-        unknown = sorted(set(request) - set(arming) - {"clear", "down_for"})
-        if unknown:
-            known = ", ".join([*arming, "down_for", "clear"])
-            raise ValueError(f"unknown fault {unknown[0]!r}; use one of {known}")
-        if request.get("clear"):
-            self.clear()
-        for key, arm in arming.items():
-            if key in request:
-                arm(**request[key])
-        seconds = request.get("down_for")
-        if seconds is None:
-            return None
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"down_for {seconds!r} must be a number of seconds")
-        return lambda: self.down(float(seconds))
+
+@dataclass(frozen=True)
+class _AdminRequest:
+    rules: list[_Rule]
+    clear: bool
+    down_for: float | None
+
+
+_Builder = Callable[..., _Rule]
+
+_ADMIN_FAULTS: dict[str, tuple[_Builder, tuple[str, ...], tuple[str, ...]]] = {
+    "fail_next": (_fail_rule, ("n",), ("status", "code", "message", "path_prefix")),
+    "delay_next": (_delay_rule, ("n", "seconds"), ("path_prefix",)),
+    "drop_after_commit": (_drop_rule, ("n",), ("path_prefix",)),
+    "reject_funds_next": (_reject_funds_rule, ("n",), ("path_prefix",)),
+}
+"""Each fault of the HTTP controls: builder, required and optional arguments."""
+
+_ADMIN_KEYS = (*_ADMIN_FAULTS, "down_for", "clear")
+
+
+def _state_response(is_down: bool, faults: list[dict[str, Any]]) -> RawResponse:
+    body = json.dumps({"down": is_down, "faults": faults}).encode()
+    return 200, dict(JSON_HEADERS), body
+
+
+def _parse_admin(body: bytes) -> _AdminRequest:
+    """Check every part of a POST body of the fault controls.
+
+    Raises:
+        ConfigurationError: the body is not a JSON object or a part is invalid.
+    """
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise ConfigurationError(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(request, dict):
+        raise ConfigurationError("the body must be a JSON object")
+    # A misspelled fault would otherwise arm nothing and still return 200.
+    unknown = sorted(set(request) - set(_ADMIN_KEYS))
+    if unknown:
+        known = ", ".join(_ADMIN_KEYS)
+        raise ConfigurationError(f"unknown fault {unknown[0]!r}; use one of {known}")
+    rules = [_admin_rule(key, request[key]) for key in _ADMIN_FAULTS if key in request]
+    clear = request.get("clear", False)
+    if not isinstance(clear, bool):
+        raise ConfigurationError(f"clear {clear!r} is invalid; pass true or false")
+    return _AdminRequest(rules, clear, _check_outage(request.get("down_for")))
+
+
+def _admin_rule(key: str, arguments: object) -> _Rule:
+    build, required, optional = _ADMIN_FAULTS[key]
+    if not isinstance(arguments, dict):
+        raise ConfigurationError(
+            f'{key} {arguments!r} is invalid; pass an object such as {{"n": 1}}'
+        )
+    unknown = sorted(set(arguments) - {*required, *optional})
+    if unknown:
+        names = ", ".join((*required, *optional))
+        raise ConfigurationError(f"{key} has no argument {unknown[0]!r}; use {names}")
+    missing = [name for name in required if name not in arguments]
+    if missing:
+        raise ConfigurationError(f"{key} is missing the argument {missing[0]!r}")
+    try:
+        return build(**arguments)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{key}: {exc}") from None
