@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import select
 import socket
 import threading
@@ -18,7 +19,8 @@ from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
-from ._faults import ADMIN_PATH, Admin, Faults, RawResponse
+from ._apierror import ApiError, error_body
+from ._faults import ADMIN_PATH, JSON_HEADERS, Admin, Faults, RawResponse
 
 __all__ = ["LedgerServer"]
 
@@ -26,8 +28,21 @@ logger = logging.getLogger(__name__)
 
 Handle = Callable[[str, str, Mapping[str, str], bytes], RawResponse]
 
+_MAX_LINE = 65_536
+"""Maximum length of a chunk-size or trailer line, in bytes."""
+
+_READ_SIZE = 1 << 20
+"""Maximum number of body bytes read in one call."""
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
 _OUTAGE_SWITCH_TIMEOUT = 5.0
 """Seconds ``down()``/``up()`` wait for the accept thread to apply the change."""
+
+
+class _FramingError(Exception):
+    """The request's Content-Length or chunked encoding cannot be read."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -40,15 +55,60 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            return self._read_chunks()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        if not _DIGITS.fullmatch(length.strip()):
+            raise _FramingError(f"Content-Length {length!r} is not a byte count")
+        return self._read_exact(int(length))
+
+    def _read_exact(self, length: int) -> bytes:
+        # Bounded reads, so a huge declared length cannot allocate it at once.
+        parts: list[bytes] = []
+        remaining = length
+        while remaining:
+            part = self.rfile.read(min(remaining, _READ_SIZE))
+            if not part:
+                raise _FramingError(f"the body ended before its {length} bytes")
+            parts.append(part)
+            remaining -= len(part)
+        return b"".join(parts)
+
+    def _read_chunks(self) -> bytes:
+        chunks: list[bytes] = []
+        while True:
+            line = self.rfile.readline(_MAX_LINE)
+            size = line.split(b";")[0].strip()
+            if not _HEX.fullmatch(size):
+                text = size.decode("latin-1")
+                raise _FramingError(f"chunk size {text!r} is not hexadecimal")
+            length = int(size, 16)
+            if length == 0:
+                self._skip_trailers()
+                return b"".join(chunks)
+            chunks.append(self._read_exact(length))
+            self.rfile.readline(_MAX_LINE)
+
+    def _skip_trailers(self) -> None:
+        while self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
+            pass
+
+    def _reject_framing(self, error: _FramingError) -> None:
+        # The end of the body is unknown, so the connection cannot carry
+        # another request. Go's server rejects a bad Content-Length with a
+        # plain-text 400 before Blnk sees it, but this keeps Blnk's JSON shape.
+        logger.warning(
+            "malformed request %s %s from %s: %s",
+            self.command,
+            self.path.split("?", 1)[0],
+            self.address_string(),
+            error,
+        )
+        self.close_connection = True
+        body = error_body(ApiError("GEN_BAD_REQUEST", f"malformed request: {error}"))
+        headers = {**JSON_HEADERS, "Connection": "close"}
+        self._send((400, headers, body))
 
     def _send(self, response: RawResponse) -> None:
         status, headers, body = response
@@ -57,7 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        # A response to HEAD announces the body's length but carries no body.
+        if self.command != "HEAD":
+            self.wfile.write(body)
         self.wfile.flush()
 
     def _serve_admin(self, body: bytes) -> None:
@@ -78,7 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(response)
 
     def _dispatch(self) -> None:
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except _FramingError as exc:
+            self._reject_framing(exc)
+            return
         path = self.path.split("?", 1)[0]
         if path == ADMIN_PATH:
             self._serve_admin(body)
@@ -102,7 +168,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(response)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+    def __getattr__(self, name: str) -> Any:
+        # The base class returns 501 for a method without a do_<METHOD>
+        # handler. Gin returns 404 for a method without a route, such as HEAD
+        # on a GET path, so every method goes to the ledger's router.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
 
 class LedgerServer:
