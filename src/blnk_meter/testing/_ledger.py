@@ -6,7 +6,6 @@ import hmac
 import json
 import logging
 import os
-import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
@@ -23,7 +22,7 @@ from ._queue import has_due_work, run_next
 from ._routes import ROUTES, Request, Route, parse_target
 from ._server import LedgerServer
 from ._sqlfunctions import register_functions
-from ._store import Store
+from ._store import Store, is_lock_error
 from ._transport import AsyncLedgerTransport, LedgerTransport
 from ._txn_routes import TXN_ROUTES
 
@@ -107,6 +106,10 @@ class EmbeddedLedger(ConvenienceMixin):
 
     Raises:
         ConfigurationError: an argument is invalid.
+        sqlite3.DatabaseError: ``path`` is not SQLite, or its tables are
+            another program's.
+        sqlite3.OperationalError: another process held the file's write lock
+            for longer than 30 seconds, or SQLite failed otherwise.
     """
 
     def __init__(
@@ -186,7 +189,7 @@ class EmbeddedLedger(ConvenienceMixin):
 
     @staticmethod
     def _internal_error(method: str, target: str, exc: Exception) -> RawResponse:
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        if is_lock_error(exc):
             error = ApiError("GEN_RESOURCE_LOCKED", f"failed to acquire lock: {exc}")
         else:
             logger.exception("%s %s failed inside the embedded ledger", method, target)

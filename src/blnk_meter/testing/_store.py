@@ -8,6 +8,7 @@ that depends on it therefore never interleave with another writer.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import sqlite3
@@ -20,9 +21,11 @@ from datetime import datetime, timedelta, timezone
 __all__ = [
     "INT64_MAX",
     "ZERO_TIME",
+    "NotLedgerDatabaseError",
     "Session",
     "Store",
     "format_time",
+    "is_lock_error",
     "new_id",
     "parse_rfc3339",
 ]
@@ -96,6 +99,55 @@ CREATE TABLE IF NOT EXISTS queue (
 );
 CREATE INDEX IF NOT EXISTS queue_target ON queue (target);
 """
+
+_TABLES = ("ledgers", "balances", "transactions", "queue")
+
+
+class NotLedgerDatabaseError(sqlite3.DatabaseError):
+    """The file is not SQLite, or its tables are not an embedded ledger's."""
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Return whether SQLite gave up waiting for another connection's lock."""
+    # The message is tested because Python 3.10 has no sqlite_errorcode. It
+    # is "database is locked" (SQLITE_BUSY) or "database table is locked".
+    return isinstance(exc, sqlite3.OperationalError) and "is locked" in str(exc)
+
+
+@functools.cache
+def _expected_columns() -> dict[str, frozenset[str]]:
+    """Return the columns of each table, read from the schema built in memory."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(_SCHEMA)
+        return {table: _columns(conn, table) for table in _TABLES}
+    finally:
+        conn.close()
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> frozenset[str]:
+    return frozenset(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _mismatch(conn: sqlite3.Connection) -> str | None:
+    """Return how an existing database differs from the ledger's tables, or None."""
+    tables = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master"
+            " WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if not tables:
+        return None
+    for table, expected in _expected_columns().items():
+        if table not in tables:
+            return f"it has no {table!r} table"
+        missing = sorted(expected - _columns(conn, table))
+        if missing:
+            return f"table {table!r} has no column {missing[0]!r}"
+    return None
+
 
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
@@ -192,6 +244,12 @@ class Store:
         busy_timeout: seconds a write waits for another process's lock
             before it fails with ``sqlite3.OperationalError``.
         setup: called with the new connection, e.g. to register functions.
+
+    Raises:
+        NotLedgerDatabaseError: the file is not SQLite, or its tables are not
+            an embedded ledger's.
+        sqlite3.OperationalError: another process held the write lock for
+            longer than ``busy_timeout``, or SQLite failed otherwise.
     """
 
     def __init__(
@@ -210,7 +268,25 @@ class Store:
             isolation_level=None,
             check_same_thread=False,
         )
-        if path is not None:
+        try:
+            self._configure(setup)
+            self._create_schema()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            if isinstance(exc, NotLedgerDatabaseError):
+                raise
+            if is_lock_error(exc):
+                raise sqlite3.OperationalError(
+                    f"{path} is busy: another process held its write lock for"
+                    f" more than {busy_timeout:g} s ({exc}); open the ledger again"
+                    " once that process has finished writing"
+                ) from exc
+            if "file is not a database" in str(exc):
+                raise NotLedgerDatabaseError(_not_a_ledger(path, str(exc))) from exc
+            raise
+
+    def _configure(self, setup: Callable[[sqlite3.Connection], None] | None) -> None:
+        if self.path is not None:
             # In WAL mode, synchronous=NORMAL can lose the last commits on a
             # power loss but not when the process is killed (SQLite's
             # documentation of PRAGMA synchronous).
@@ -218,19 +294,14 @@ class Store:
             self._conn.execute("PRAGMA synchronous=NORMAL")
         if setup is not None:
             setup(self._conn)
-        try:
-            self._create_schema()
-        except sqlite3.Error as exc:
-            # CREATE TABLE IF NOT EXISTS keeps another program's tables, and
-            # the first query against them fails with a confusing message.
-            self._conn.close()
-            raise sqlite3.DatabaseError(
-                f"{path} is not an embedded ledger database ({exc}); "
-                "use a new file or one an embedded ledger created"
-            ) from exc
 
     def _create_schema(self) -> None:
         with self.write() as session:
+            # CREATE TABLE IF NOT EXISTS would keep another program's tables,
+            # or add the ledger's tables to its database.
+            mismatch = _mismatch(session.conn)
+            if mismatch is not None:
+                raise NotLedgerDatabaseError(_not_a_ledger(self.path, mismatch))
             # executescript() would commit the open transaction first.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -271,3 +342,10 @@ class Store:
         """Close the connection; the file, if any, keeps the data."""
         with self._lock:
             self._conn.close()
+
+
+def _not_a_ledger(path: str | None, reason: str) -> str:
+    return (
+        f"{path} is not an embedded ledger database ({reason}); "
+        "use a new file or one an embedded ledger created"
+    )
