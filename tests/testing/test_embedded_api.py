@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 
 import httpx
 import pytest
@@ -174,6 +175,48 @@ def test_convenience_raises_rejected_error(ledger: EmbeddedLedger) -> None:
     assert raised.value.status == 400
     assert raised.value.code == "GEN_BAD_REQUEST"
     assert "'Invalid ledger ID'" in str(raised.value)
+
+
+class InterleavingLedger(EmbeddedLedger):
+    """A ledger that takes a posting from another client after each list read."""
+
+    wallet = ""
+    extra_postings = 0
+
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        response = super().handle(method, target, headers, body)
+        if self.wallet and method == "GET" and target.startswith("/transactions?"):
+            self.extra_postings += 1
+            posting = spend(
+                "@World",
+                1,
+                f"concurrent-{self.extra_postings}",
+                destination=self.wallet,
+                allow_overdraft=True,
+            )
+            super().handle("POST", "/transactions", {}, json.dumps(posting).encode())
+        return response
+
+
+def test_transactions_helper_lists_each_row_once() -> None:
+    with InterleavingLedger() as ledger:
+        wallet = new_wallet(ledger)
+        for index in range(250):
+            posting = spend(
+                "@World", 1, f"before-{index}", destination=wallet, allow_overdraft=True
+            )
+            ledger.record_transaction(posting)
+        ledger.wallet = wallet
+
+        rows = ledger.transactions(destination_eq=wallet)
+
+    ids = [row["transaction_id"] for row in rows]
+    references = {row["reference"] for row in rows}
+    assert len(ids) == len(set(ids))
+    assert {f"before-{index}" for index in range(250)} <= references
+    assert ledger.extra_postings >= 1
 
 
 def test_refund_is_queued_by_default(

@@ -20,10 +20,9 @@ from ..errors import (
     LedgerRejectedError,
     LedgerUnavailableError,
 )
+from ._store import INT64_MAX
 
 __all__ = ["ConvenienceMixin", "ledger_error"]
-
-_PAGE = 100
 
 
 def ledger_error(
@@ -150,8 +149,10 @@ class ConvenienceMixin:
 
         Keyword names are Blnk's ``<field>_<op>`` parameters, e.g.
         ``status_eq="APPLIED"`` or ``parent_transaction_eq=batch_id``. Every
-        matching row is returned, fetched 100 at a time, unless ``limit`` or
-        ``offset`` is given, which returns that one page.
+        matching row is returned, read in one request and so from one
+        consistent snapshot: rows written meanwhile neither shift nor repeat
+        rows in the list. Passing ``limit`` or ``offset`` returns that one
+        page instead.
 
         Raises:
             LedgerRejectedError: a filter is invalid.
@@ -162,13 +163,12 @@ class ConvenienceMixin:
                 "GET", f"/transactions?{urlencode(params)}"
             )
             return page
-        rows: list[dict[str, Any]] = []
-        while True:
-            query = urlencode({**params, "limit": _PAGE, "offset": len(rows)})
-            page = self._call("GET", f"/transactions?{query}")
-            rows.extend(page)
-            if len(page) < _PAGE:
-                return rows
+        # GET /transactions has no maximum limit, and the ledger runs each
+        # request in one SQLite read transaction, so one page returns all rows
+        # from one snapshot.
+        query = urlencode({**params, "limit": INT64_MAX})
+        rows: list[dict[str, Any]] = self._call("GET", f"/transactions?{query}")
+        return rows
 
 
 def _query_value(value: Any) -> str:
