@@ -27,6 +27,11 @@ USD_PRECISION = 100
 POLL_TIMEOUT_SECONDS = 10.0
 POLL_INTERVAL_SECONDS = 0.05
 
+# Blnk writes a QUEUED row in a goroutine after it responds, and goroutines of
+# separate requests run in no fixed order. A row that has not appeared this
+# long after later queued work was applied is taken as never written.
+QUEUE_GRACE_SECONDS = 1.0
+
 _T = TypeVar("_T")
 MakeClient = Callable[["Target", "str | None"], httpx.Client]
 
@@ -260,6 +265,18 @@ class Blnk:
         return wait_until(
             lambda: self.find_reference(reference), f"reference {reference!r}"
         )
+
+    def appears_within(self, path: str, seconds: float = QUEUE_GRACE_SECONDS) -> bool:
+        """Return whether ``GET path`` returns 200 within ``seconds`` of polling."""
+        deadline = time.monotonic() + seconds
+        while True:
+            response = self.client.get(path)
+            if response.status_code == 200:
+                return True
+            assert response.status_code == 404, response.text
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_INTERVAL_SECONDS)
 
     def wait_for_balance(self, balance_id: str, expected: int) -> dict[str, Any]:
         """Poll until the ``balance`` field of a balance equals ``expected``."""
