@@ -5,6 +5,10 @@ embedded ledger from ``blnk_meter.testing`` on 127.0.0.1, and a real Blnk server
 ``BLNK_URL`` names one (with ``BLNK_API_KEY`` when that server is secured). Every
 test creates its own ledger, balances, indicators and references, so the tests also
 hold on a shared server that already contains data.
+
+Tests that use the ``main_branch_only`` fixture check behaviour that Blnk's main
+branch added after v0.15.2, its latest release. Against a real server they run only
+when ``BLNK_MAIN_BRANCH=1`` is set, to state that the server is built from that branch.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Target:
 
     url: str
     api_key: str | None
+    embedded: bool = False
 
 
 def _live_target() -> Target:
@@ -63,7 +68,7 @@ def _serve_embedded(api_key: str | None) -> Iterator[Target]:
     try:
         server = ledger.serve(host="127.0.0.1", port=0)
         try:
-            yield Target(server.url.rstrip("/"), api_key)
+            yield Target(server.url.rstrip("/"), api_key, embedded=True)
         finally:
             server.stop()
     finally:
@@ -101,6 +106,16 @@ def open_target(request: pytest.FixtureRequest) -> Iterator[Target]:
         yield live
         return
     yield from _serve_embedded(api_key=None)
+
+
+@pytest.fixture
+def main_branch_only(target: Target) -> None:
+    """Skip on a real Blnk release, which lacks the behaviour under test."""
+    if not target.embedded and os.environ.get("BLNK_MAIN_BRANCH") != "1":
+        pytest.skip(
+            "checks behaviour of Blnk's main branch, newer than v0.15.2; set"
+            " BLNK_MAIN_BRANCH=1 when the server at BLNK_URL is built from it"
+        )
 
 
 def open_client(target: Target, api_key: str | None = None) -> httpx.Client:

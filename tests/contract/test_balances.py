@@ -125,6 +125,7 @@ def test_balance_missing_field_rejected(
     assert response.json()["error_detail"]["code"] == "GEN_VALIDATION_ERROR"
 
 
+@pytest.mark.usefixtures("main_branch_only")
 def test_indicator_balance_found_by_lookup(client: httpx.Client, blnk: Blnk) -> None:
     indicator = blnk.indicator("Revenue")
     body = {"ledger_id": "general_ledger_id", "currency": "USD", "indicator": indicator}
@@ -139,6 +140,7 @@ def test_indicator_balance_found_by_lookup(client: httpx.Client, blnk: Blnk) -> 
     assert found["ledger_id"] == "general_ledger_id"
 
 
+@pytest.mark.usefixtures("main_branch_only")
 def test_indicator_lookup_accepts_encoded_at(client: httpx.Client, blnk: Blnk) -> None:
     indicator = blnk.indicator("Revenue")
     body = {"ledger_id": "general_ledger_id", "currency": "USD", "indicator": indicator}
@@ -163,6 +165,7 @@ def test_indicator_lookup_does_not_create(client: httpx.Client, blnk: Blnk) -> N
     assert second.status_code == 404
 
 
+@pytest.mark.usefixtures("main_branch_only")
 def test_indicator_outside_general_ledger_rejected(
     client: httpx.Client, blnk: Blnk
 ) -> None:
@@ -179,6 +182,7 @@ def test_indicator_outside_general_ledger_rejected(
     assert response.json()["error_detail"]["code"] == "GEN_VALIDATION_ERROR"
 
 
+@pytest.mark.usefixtures("main_branch_only")
 def test_indicator_without_at_sign_rejected(client: httpx.Client, blnk: Blnk) -> None:
     indicator = blnk.indicator("Revenue")[1:]
     body = {"ledger_id": "general_ledger_id", "currency": "USD", "indicator": indicator}
@@ -188,6 +192,7 @@ def test_indicator_without_at_sign_rejected(client: httpx.Client, blnk: Blnk) ->
     assert response.status_code == 400
 
 
+@pytest.mark.usefixtures("main_branch_only")
 def test_indicator_duplicate_is_409(client: httpx.Client, blnk: Blnk) -> None:
     indicator = blnk.indicator("Revenue")
     body = {"ledger_id": "general_ledger_id", "currency": "USD", "indicator": indicator}
@@ -201,6 +206,7 @@ def test_indicator_duplicate_is_409(client: httpx.Client, blnk: Blnk) -> None:
     assert second.json()["error_detail"]["code"] == "GEN_CONFLICT"
 
 
+@pytest.mark.usefixtures("main_branch_only")
 def test_indicator_reused_in_other_currency(client: httpx.Client, blnk: Blnk) -> None:
     indicator = blnk.indicator("Revenue")
     usd = {"ledger_id": "general_ledger_id", "currency": "USD", "indicator": indicator}

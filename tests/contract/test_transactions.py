@@ -196,6 +196,7 @@ def test_transaction_empty_description_rejected(
     assert blnk.find_reference(body["reference"]) is None
 
 
+@pytest.mark.usefixtures("main_branch_only")
 def test_source_equal_to_destination_rejected(client: httpx.Client, blnk: Blnk) -> None:
     balance_id = blnk.new_balance()
     blnk.fund(balance_id, 1_000)
