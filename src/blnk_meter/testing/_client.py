@@ -93,7 +93,9 @@ class ConvenienceMixin:
         Args:
             ledger_id: the ledger; ``general_ledger_id`` for an indicator.
             currency: any currency code, e.g. ``USD`` or ``TOKENS``.
-            indicator: an ``@name`` for a general-ledger balance.
+            indicator: an ``@name`` for a general-ledger balance. Blnk's main
+                branch accepts it, but Blnk v0.15.2 ignores it and creates a
+                balance without one.
             meta_data: free-form data stored with the balance.
 
         Raises:

@@ -50,18 +50,37 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 class EmbeddedLedger(ConvenienceMixin):
     """A ledger that speaks Blnk's HTTP API, stored in SQLite, for tests and demos.
 
-    It follows Blnk v0.15.2: the same paths, bodies, error codes and
-    statuses, queued and synchronous processing, inflight holds, bulk
-    compensation, refunds and filters. Every request goes through
-    :meth:`handle`; :meth:`transport`, :meth:`async_transport` and
-    :meth:`serve` put it behind httpx or a real HTTP port, where
-    :attr:`faults` can make it fail on purpose.
+    It follows Blnk v0.15.2, the latest release: the same paths, bodies,
+    error codes and statuses, queued and synchronous processing, inflight
+    holds, bulk compensation, refunds and filters. A few request fields and
+    checks come from Blnk's main branch and are in no release yet; the list
+    below names them. Every request goes through :meth:`handle`;
+    :meth:`transport`, :meth:`async_transport` and :meth:`serve` put it
+    behind httpx or a real HTTP port, where :attr:`faults` can make it fail
+    on purpose.
 
-    Differences from Blnk, all deliberate:
+    Differences from Blnk v0.15.2, all deliberate:
 
+    - Request fields of Blnk's main branch after v0.15.2. ``dry_run`` works
+      on ``POST /transactions``, ``POST /transactions/bulk``,
+      ``PUT /transactions/inflight/{id}``, the bulk inflight commit and void,
+      and refunds. A refund takes ``description`` and ``meta_data``, and
+      ``POST /balances`` takes ``indicator``. A v0.15.2 server ignores these
+      fields, so it posts a dry run for real, gives a refund the original's
+      description and meta_data, and creates a balance without the
+      indicator.
+    - Checks of Blnk's main branch after v0.15.2. A negative ``amount``,
+      ``precise_amount`` or ``precision``, and a transaction whose source is
+      its destination, get 400 ``TXN_VALIDATION_ERROR``. v0.15.2 accepts a
+      negative amount with a negative precision and stores both as sent, and
+      fails a self-transfer only while processing it (409 with
+      ``skip_queue``).
+    - Commit and void rows carry no ``inflight`` key in ``meta_data``, as on
+      Blnk's main branch. v0.15.2 copies it from the hold.
     - No Typesense search (``/search``, ``/multi-search``), webhooks, hooks,
       balance monitors, identities, accounts, reconciliation, fund lineage,
-      balance snapshots, backups or metrics; those paths return 404.
+      balance snapshots, backups, metrics, ledger updates, metadata updates
+      or queued-transaction recovery. Those paths return 404.
     - Authentication accepts only the master key: no scoped API keys, so no
       403 responses and no ``BLNK_GENERATED_BY`` meta_data.
     - Split transactions (``sources``/``destinations``) are rejected with
@@ -84,14 +103,27 @@ class EmbeddedLedger(ConvenienceMixin):
       voided.
     - Amounts, balances and precisions must fit in a signed 64-bit integer;
       larger values are rejected with 400 ``TXN_INVALID_AMOUNT``.
-    - A lock wait longer than the busy timeout returns 423
-      ``GEN_RESOURCE_LOCKED``. The ledger holds no lock between requests.
+    - Within one process, requests reach the database one at a time through
+      one SQLite connection. A write that waits for another process's lock
+      therefore holds up every other request of its own process, reads
+      included. After 30 seconds it gets 423 ``GEN_RESOURCE_LOCKED``. The
+      ledger holds no lock between requests.
     - Dry runs execute the request inside a rolled-back savepoint, so their
       projection is exact, but a bulk dry run reports no combined balances.
     - ``GET /balances/{id}/at`` always computes from the transactions, since
       there are no snapshots; ``from_source`` only changes the echoed flag.
     - ``GET /balances/{id}`` supports ``include=ledger`` but not
       ``include=identity``.
+    - A request whose ``Content-Length`` or chunked body cannot be read gets
+      400 ``GEN_BAD_REQUEST`` in Blnk's JSON error shape. Go's HTTP server
+      rejects a bad ``Content-Length`` with a plain-text 400 instead.
+
+    As in Blnk, a batch posted without ``skip_queue`` can be left half
+    applied, even with ``atomic: true``. The batch's ``atomic`` flag is not
+    copied to its legs, which are queued and applied one by one, so a
+    rejected leg leaves the others applied. A leg that carries its own
+    ``atomic: true`` refunds the legs applied before it, but the legs queued
+    after it are still applied.
 
     Args:
         path: ``None`` for an in-memory ledger, or a SQLite file (WAL mode)
