@@ -28,6 +28,7 @@ UnmeteredReason = Literal[
     "stream_without_usage",
     "stream_interrupted",
     "stream_error",
+    "response_lost",
 ]
 """Why a call's usage is unknown:
 
@@ -36,6 +37,8 @@ UnmeteredReason = Literal[
 - ``stream_without_usage``: the stream ended normally but never sent usage.
 - ``stream_interrupted``: the stream was cut, closed or failed before usage arrived.
 - ``stream_error``: the provider sent an error event instead of a terminal event.
+- ``response_lost``: the request was sent but no response arrived (a timeout,
+  a dropped connection, a cancelled task), so the provider may have billed it.
 """
 
 NonNegativeInt = StrictInt
