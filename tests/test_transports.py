@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
 import json
 import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -142,8 +145,10 @@ def test_dropped_answer_after_commit_not_posted_twice(
 
     delivery = transport.send(posting)
 
-    assert delivery.outcome == "duplicate"
+    # The lost first attempt wrote the legs, so this send counts as posting them.
+    assert delivery.outcome == "posted"
     assert delivery.attempts == 2
+    assert transport.send(posting).outcome == "duplicate"
     assert balance_of(client, wallet) == 10 * USD - 21_000_000
     assert indicator_balance(client, "@System-Tokens", "TOKENS") == 1_100_000
 
@@ -341,7 +346,7 @@ async def test_async_transport_retries_and_dedupes(
     finally:
         await transport.aclose()
 
-    assert (first.outcome, first.attempts) == ("duplicate", 3)
+    assert (first.outcome, first.attempts) == ("posted", 3)
     assert (second.outcome, second.attempts) == ("posted", 1)
     assert balance_of(client, wallet) == 10 * USD - 2 * 21_000_000
 
@@ -489,3 +494,46 @@ def test_password_in_url_sent_as_basic_auth() -> None:
     expected = base64.b64encode(b"admin:pa$$word").decode()
     assert request.headers["Authorization"] == f"Basic {expected}"
     assert str(request.url) == "http://ledger.invalid:5001/transactions/reference/ref-1"
+
+
+def test_async_transport_releases_closed_loops(
+    client: BlnkClient, server: LedgerServer
+) -> None:
+    wallet = open_wallet(client)
+    transport = AsyncHttpxTransport(server.url, retry=FAST)
+    fds = Path("/proc/self/fd")
+
+    def open_fds() -> int:
+        gc.collect()
+        return len(list(fds.iterdir()))
+
+    asyncio.run(transport.asend(usage_posting(Wallet(wallet, "postpaid"))))
+    before = open_fds()
+    for _ in range(20):
+        asyncio.run(transport.asend(usage_posting(Wallet(wallet, "postpaid"))))
+    after = open_fds()
+
+    assert len(transport._client._by_loop) <= 1
+    assert after - before < 5
+    assert balance_of(client, wallet) == -21 * 21_000_000
+
+
+def test_api_key_whitespace_stripped(server: LedgerServer) -> None:
+    with BlnkClient(server.url, api_key="  key-from-a-file\n") as client:
+        assert client._key == "key-from-a-file"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("two words", id="space"),
+        pytest.param("line\nbreak", id="newline"),
+        pytest.param("caf\u00e9", id="non-ascii"),
+    ],
+)
+def test_api_key_invalid_characters_rejected(key: str) -> None:
+    with pytest.raises(errors.ConfigurationError) as caught:
+        HttpxTransport("http://127.0.0.1:5001", api_key=key)
+
+    assert key not in str(caught.value)
+    assert "check how the key is read" in str(caught.value)

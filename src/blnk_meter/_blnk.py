@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from .errors import (
+    ConfigurationError,
     DuplicateReferenceError,
     InsufficientFundsError,
     LedgerAuthError,
@@ -144,12 +145,42 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
-def _unavailable(request: ApiRequest, exc: httpx.HTTPError) -> LedgerUnavailableError:
+def _unavailable(
+    request: ApiRequest, exc: httpx.HTTPError, secret: str | None
+) -> LedgerUnavailableError:
+    reason = str(exc)
+    if secret:
+        # Some transport errors quote the request's headers.
+        reason = reason.replace(secret, "***")
     return LedgerUnavailableError(
         f"Blnk request {request.method} {request.path} failed: "
-        f"{type(exc).__name__}: {exc}",
+        f"{type(exc).__name__}: {reason}",
         references=request.references,
     )
+
+
+def _clean_key(api_key: str | None) -> str | None:
+    """Strip surrounding whitespace from a key, as read from a file or secret.
+
+    Raises:
+        ConfigurationError: the key contains other whitespace or control
+            characters, which cannot go in an HTTP header. The key itself is
+            not shown.
+    """
+    if api_key is None:
+        return None
+    if not isinstance(api_key, str):
+        raise ConfigurationError(
+            f"the Blnk API key is a {type(api_key).__name__}; pass a string"
+        )
+    key = api_key.strip()
+    if any(not 33 <= ord(char) <= 126 for char in key):
+        raise ConfigurationError(
+            f"the Blnk API key ({len(key)} characters) contains whitespace, "
+            "control or non-ASCII characters, which an HTTP header cannot "
+            "carry; check how the key is read"
+        )
+    return key or None
 
 
 def _decode(request: ApiRequest, response: httpx.Response) -> Any:
@@ -194,19 +225,17 @@ class _ClientBase:
             host = parsed.netloc.rsplit("@", 1)[1]
             base_url = parsed._replace(netloc=host).geturl()
         self.base_url = base_url.rstrip("/")
-        self._has_key = bool(api_key)
+        self._key = _clean_key(api_key)
 
     def __repr__(self) -> str:
-        key = "<set>" if self._has_key else None
+        key = "<set>" if self._key else None
         auth = ", basic_auth=<set>" if self._auth is not None else ""
         return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={key}{auth})"
 
-    def _http_options(
-        self, api_key: str | None, timeout: float | httpx.Timeout
-    ) -> dict[str, Any]:
+    def _http_options(self, timeout: float | httpx.Timeout) -> dict[str, Any]:
         return {
             "base_url": self.base_url,
-            "headers": _headers(api_key),
+            "headers": _headers(self._key),
             "timeout": timeout,
             "auth": self._auth,
         }
@@ -233,7 +262,7 @@ class BlnkClient(_ClientBase):
     ) -> None:
         super().__init__(base_url, api_key)
         self._http = httpx.Client(
-            **self._http_options(api_key, timeout), transport=http_transport
+            **self._http_options(timeout), transport=http_transport
         )
 
     def call(self, request: ApiRequest) -> Any:
@@ -249,7 +278,7 @@ class BlnkClient(_ClientBase):
                 request.method, request.path, json=request.body
             )
         except httpx.HTTPError as exc:
-            raise _unavailable(request, exc) from exc
+            raise _unavailable(request, exc, self._key) from exc
         return _decode(request, response)
 
     def create_ledger(self, name: str, meta_data: dict[str, Any] | None = None) -> Any:
@@ -312,7 +341,8 @@ class AsyncBlnkClient(_ClientBase):
     One client can serve several event loops, one after another
     (``asyncio.run`` per request) or at once (a loop per thread): each loop
     gets its own connection pool, because httpx connections belong to the
-    loop that opened them. A given ``http_transport`` is shared by all loops,
+    loop that opened them. The pools of closed loops are dropped when the
+    client is next used. A given ``http_transport`` is shared by all loops,
     so pass one that is not tied to a loop, such as an embedded ledger's.
     """
 
@@ -326,7 +356,7 @@ class AsyncBlnkClient(_ClientBase):
     ) -> None:
         super().__init__(base_url, api_key)
         self._options = {
-            **self._http_options(api_key, timeout),
+            **self._http_options(timeout),
             "transport": http_transport,
         }
         self._lock = threading.Lock()
@@ -338,11 +368,20 @@ class AsyncBlnkClient(_ClientBase):
         """Return the HTTP client of the running event loop, creating it once."""
         loop = asyncio.get_running_loop()
         with self._lock:
+            self._forget_closed_loops()
             http = self._by_loop.get(loop)
             if http is None or http.is_closed:
                 http = httpx.AsyncClient(**self._options)
                 self._by_loop[loop] = http
         return http
+
+    def _forget_closed_loops(self) -> None:
+        # A client's connections hold on to their loop, so the weak keys of
+        # closed loops never expire by themselves. Dropping the client lets
+        # the garbage collector free the loop and close its sockets; they
+        # cannot be closed politely once their loop is closed.
+        for loop in [loop for loop in self._by_loop if loop.is_closed()]:
+            del self._by_loop[loop]
 
     async def call(self, request: ApiRequest) -> Any:
         """Send one request; see :meth:`BlnkClient.call`."""
@@ -351,13 +390,14 @@ class AsyncBlnkClient(_ClientBase):
                 request.method, request.path, json=request.body
             )
         except httpx.HTTPError as exc:
-            raise _unavailable(request, exc) from exc
+            raise _unavailable(request, exc, self._key) from exc
         return _decode(request, response)
 
     async def aclose(self) -> None:
         """Close the HTTP connections of the running event loop.
 
-        Connections opened by other loops close with those loops.
+        Connections of loops that have since closed are released the next
+        time any loop uses this client.
         """
         with self._lock:
             http = self._by_loop.pop(asyncio.get_running_loop(), None)
