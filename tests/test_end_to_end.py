@@ -467,3 +467,20 @@ def test_scope_opened_in_generator_bills_every_step(
     assert list(steps()) == [1, 2]
     assert len(ledger_legs(client, "inner")) == 4
     assert ledger_legs(client, "outer") == []
+
+
+def test_configure_reads_api_key_from_environment(
+    server: LedgerServer,
+    client: BlnkClient,
+    fake: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLNK_API_KEY", BLNK_KEY)
+    meter = blnk_meter.configure(ledger_url=server.url)
+
+    with metered(customer="acme"):
+        fake.sync_client().responses.create(model="gpt-4o-mini", input="env key")
+
+    assert meter.failures == []
+    assert meter.stats.posted == 1
+    meter.close()

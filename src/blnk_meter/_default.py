@@ -46,8 +46,9 @@ def configure(meter: Meter | None = None, /, **settings: Any) -> Meter:
     """Set the default meter and instrument the OpenAI SDK, in one call.
 
     Either pass a :class:`Meter`, or the keyword arguments of one. Without a
-    transport or ``ledger_url``, the ledger address and key come from the
-    environment variables ``BLNK_URL`` and ``BLNK_API_KEY``::
+    transport or ``ledger_url``, the ledger address comes from the
+    environment variable ``BLNK_URL``; without ``api_key``, the key of that
+    address comes from ``BLNK_API_KEY``::
 
         blnk_meter.configure(ledger_url="http://localhost:5001")
 
@@ -65,7 +66,8 @@ def configure(meter: Meter | None = None, /, **settings: Any) -> Meter:
             url = os.environ.get("BLNK_URL")
             if url:
                 settings["ledger_url"] = url
-                settings.setdefault("api_key", os.environ.get("BLNK_API_KEY") or None)
+        if "ledger_url" in settings and "api_key" not in settings:
+            settings["api_key"] = os.environ.get("BLNK_API_KEY") or None
         meter = Meter(**settings)
     set_default_meter(meter)
     instrument()

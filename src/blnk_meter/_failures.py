@@ -103,7 +103,9 @@ class FailureLog:
 
     def __init__(self, on_error: Callable[[MeterFailure], None] | None) -> None:
         self._on_error = on_error
-        self._lock = threading.Lock()
+        # Reentrant, so a garbage-collector finalizer that settles a call in
+        # the thread already holding the lock cannot deadlock on it.
+        self._lock = threading.RLock()
         self._stats: dict[str, int] = dict.fromkeys(MeterStats.__dataclass_fields__, 0)
         self._failures: list[MeterFailure] = []
 

@@ -326,11 +326,12 @@ class Meter:
     def cancel(self, token: _Call, error: BaseException | None) -> None:
         """Forget a call that failed before the provider reported usage."""
         self._count("cancelled")
+        # Only the type: the message may quote the provider's response.
         logger.debug(
-            "OpenAI call to %s for customer %s failed before any usage: %r",
+            "OpenAI call to %s for customer %s failed before any usage: %s",
             token.call.path,
             token.customer,
-            error,
+            type(error).__name__ if error is not None else None,
         )
 
     async def acancel(self, token: _Call, error: BaseException | None) -> None:

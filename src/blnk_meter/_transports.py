@@ -61,8 +61,10 @@ class Delivery:
     Attributes:
         posting: the posting as delivered; its references may belong to a
             later generation than the one sent first.
-        outcome: ``"posted"`` when this send wrote the legs, ``"duplicate"``
-            when an earlier send had already written them.
+        outcome: ``"posted"`` when this send wrote the legs, including an
+            attempt whose response was lost and a later attempt found its
+            legs; ``"duplicate"`` when an earlier send had already written
+            them.
         batch_id: the ledger's bulk batch id, when it reported one.
         attempts: how many bulk requests this delivery took.
     """
@@ -164,6 +166,9 @@ def _deliver(
     or throws the :class:`LedgerError` it raised into the generator.
     """
     error: LedgerError | None = None
+    # After an attempt without a usable response, legs found on a later
+    # attempt are most likely that attempt's own.
+    sent_unanswered = False
     for attempt in range(1, retry.attempts + 1):
         duplicate: DuplicateReferenceError | None = None
         try:
@@ -174,6 +179,7 @@ def _deliver(
             duplicate = exc
         except LedgerUnavailableError as exc:
             error = exc
+            sent_unanswered = True
         if duplicate is not None:
             try:
                 verdict = yield from _verify(posting, accounts)
@@ -181,8 +187,13 @@ def _deliver(
                 error = exc
             else:
                 if verdict == "delivered":
-                    logger.debug("posting %s was already recorded", posting.event_id)
-                    return Delivery(posting, "duplicate", None, attempt)
+                    outcome: Literal["posted", "duplicate"] = (
+                        "posted" if sent_unanswered else "duplicate"
+                    )
+                    logger.debug(
+                        "posting %s found recorded (%s)", posting.event_id, outcome
+                    )
+                    return Delivery(posting, outcome, None, attempt)
                 if verdict == "refunded":
                     error = LedgerUnavailableError(
                         f"legs of posting {posting.event_id} were refunded and its "
