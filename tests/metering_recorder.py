@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from blnk_meter import _worker
 from blnk_meter._recorder import CallOutcome
 from blnk_meter._usage import ProviderCall, UnmeteredCall, Usage
+
+
+def collect_garbage() -> None:
+    """Collect garbage, then wait for the background worker to settle it."""
+    gc.collect()
+    assert _worker.wait_idle(5), "the background worker is still busy"
 
 
 @dataclass
@@ -15,6 +24,8 @@ class Record:
 
     call: ProviderCall
     settlements: list[tuple[str, object]] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    """The thread of each settlement."""
 
     @property
     def is_settled(self) -> bool:
@@ -60,6 +71,7 @@ class RecordingRecorder:
         on_begin: called with each call before it is recorded; it may raise,
             or return ``False`` to make ``begin`` return ``None``.
         finish_error: raised from ``finish`` and ``afinish`` after recording.
+        on_settle: called before each settlement is recorded.
     """
 
     def __init__(
@@ -67,11 +79,13 @@ class RecordingRecorder:
         *,
         on_begin: Callable[[ProviderCall], bool] | None = None,
         finish_error: Exception | None = None,
+        on_settle: Callable[[], None] | None = None,
     ) -> None:
         self.begun: list[ProviderCall] = []
         self.records: list[Record] = []
         self._on_begin = on_begin
         self._finish_error = finish_error
+        self._on_settle = on_settle
 
     def only(self) -> Record:
         """Return the single recorded call."""
@@ -107,4 +121,7 @@ class RecordingRecorder:
 
     def _settle(self, token: object, method: str, value: object) -> None:
         assert isinstance(token, Record)
+        if self._on_settle is not None:
+            self._on_settle()
         token.settlements.append((method, value))
+        token.threads.append(threading.current_thread())

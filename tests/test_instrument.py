@@ -7,7 +7,6 @@ recorder heard. Streams are tested in ``test_instrument_streams.py``.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -29,6 +28,8 @@ from blnk_meter import (
     _billable,
     _extract,
     _instrument,
+    _raw_response,
+    _worker,
     metered,
 )
 from blnk_meter.errors import MissingCustomerError
@@ -39,7 +40,7 @@ from blnk_meter.testing._provider import (
     Scenario,
     count_tokens,
 )
-from metering_recorder import RecordingRecorder
+from metering_recorder import RecordingRecorder, collect_garbage
 
 MESSAGES: Any = [{"role": "user", "content": "one two three"}]
 REPLY_TOKENS = count_tokens(REPLY)
@@ -86,6 +87,8 @@ def patched_attributes() -> dict[str, object]:
     owners = {
         "SyncAPIClient.request": (SyncAPIClient, "request"),
         "AsyncAPIClient.request": (AsyncAPIClient, "request"),
+        "SyncAPIClient._send_request": (SyncAPIClient, "_send_request"),
+        "AsyncAPIClient._send_request": (AsyncAPIClient, "_send_request"),
         "BaseClient._process_response_data": (BaseClient, "_process_response_data"),
         "Stream.__stream__": (Stream, "__stream__"),
         "AsyncStream.__stream__": (AsyncStream, "__stream__"),
@@ -839,7 +842,7 @@ def test_streaming_response_exit_reads_rest(
     ) as raw:
         assert recorder.only().is_settled is False
     del raw
-    gc.collect()
+    collect_garbage()
 
     usage = recorder.only().usage
     assert usage.input_tokens == 3
@@ -893,7 +896,7 @@ def test_dropped_streaming_response_is_drained(
     raw = manager.__enter__()
 
     del raw, manager
-    gc.collect()
+    collect_garbage()
 
     assert recorder.only().usage.input_tokens == 3
 
@@ -914,6 +917,68 @@ def test_streaming_response_close_without_drain(
     assert unmetered.response_id == request_id
     assert f"response with request id {request_id!r}" in unmetered.message
     assert "was closed before any usage arrived" in unmetered.message
+
+
+def test_streaming_response_keeps_no_text_once_billed(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    client = fake.sync_client()
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as raw:
+        lines = list(raw.iter_lines())
+        body = _raw_response._open_bodies[raw]
+
+    assert lines
+    assert recorder.only().usage.input_tokens == 3
+    assert body._text == []
+
+
+@pytest.fixture
+def failing_raw_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make reading the outcome of a raw body fail."""
+
+    def fail(body: object, interruption: object = None) -> None:
+        raise RuntimeError("failed on purpose")
+
+    monkeypatch.setattr(_raw_response.RawBody, "outcome_of_fed", fail)
+
+
+def test_raw_metering_error_stays_out_of_iteration(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    failing_raw_outcome: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = fake.sync_client()
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as raw:
+        lines = list(raw.iter_lines())
+
+    assert lines[-2] == "data: [DONE]"
+    assert recorder.only().is_settled is False
+    assert "failed to meter a raw response of /chat/completions" in caplog.text
+
+
+async def test_async_raw_metering_error_stays_out_of_iteration(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    failing_raw_outcome: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = fake.async_client()
+
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as raw:
+        lines = [line async for line in raw.iter_lines()]
+
+    assert lines[-2] == "data: [DONE]"
+    assert recorder.only().is_settled is False
+    assert "failed to meter a raw response of /chat/completions" in caplog.text
 
 
 async def test_async_streaming_response_billed(
@@ -997,9 +1062,10 @@ def test_async_raw_dropped_at_loop_end_is_reported(recorder: RecordingRecorder) 
             model="gpt-4o-mini", input="a b", stream=True
         )
         del raw
-        gc.collect()
+        collect_garbage()
 
     asyncio.run(drop_raw_response())
+    assert _worker.wait_idle(5)
 
     record = recorder.only()
     unmetered = record.unmetered
@@ -1023,10 +1089,10 @@ def test_async_raw_dropped_on_stopped_loop_is_reported(
 
     # The drain is scheduled on a loop that never runs again.
     del raw
-    gc.collect()
+    collect_garbage()
     assert recorder.only().is_settled is False
     loop.close()
-    gc.collect()
+    collect_garbage()
 
     assert recorder.only().method == "finish"
     assert recorder.only().unmetered.reason == "stream_interrupted"
@@ -1049,9 +1115,10 @@ def test_raw_dropped_at_loop_end_reaches_failures(memory_meter: Meter) -> None:
                 model="gpt-4o-mini", input="a b", stream=True
             )
             del raw
-            gc.collect()
+            collect_garbage()
 
     asyncio.run(drop_raw_response())
+    assert _worker.wait_idle(5)
 
     failures = memory_meter.failures
     assert memory_meter.stats.calls == 1

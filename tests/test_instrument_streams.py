@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from blnk_meter import _instrument
 from blnk_meter.testing._provider import REPLY, FakeOpenAI, Scenario, count_tokens
-from metering_recorder import RecordingRecorder
+from metering_recorder import RecordingRecorder, collect_garbage
 
 MESSAGES: Any = [{"role": "user", "content": "one two three"}]
 REPLY_TOKENS = count_tokens(REPLY)
@@ -39,7 +38,7 @@ def reinstall(recorder: RecordingRecorder, **settings: bool) -> None:
 async def settle_async(recorder: RecordingRecorder) -> None:
     """Let the event loop run finalizer tasks until the call is settled."""
     for _ in range(20):
-        gc.collect()
+        collect_garbage()
         if recorder.only().is_settled:
             return
         await asyncio.sleep(0)
@@ -260,6 +259,54 @@ def test_callers_usage_chunk_is_kept(
     assert recorder.only().usage.output_tokens == chunks[-1].usage.completion_tokens
 
 
+def test_injected_usage_adds_no_chunk_key(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    chunks = list(
+        fake.sync_client().chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+    )
+
+    assert chunks
+    assert [chunk for chunk in chunks if "usage" in chunk.to_dict()] == []
+    assert [chunk for chunk in chunks if '"usage"' in chunk.to_json()] == []
+    unset = [chunk.model_dump(exclude_unset=True) for chunk in chunks]
+    assert [dump for dump in unset if "usage" in dump] == []
+    assert recorder.only().usage.input_tokens == 3
+
+
+async def test_async_injected_usage_adds_no_chunk_key(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    stream = await fake.async_client().completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="one two", stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+
+    assert chunks
+    assert [chunk for chunk in chunks if "usage" in chunk.to_dict()] == []
+    assert recorder.only().usage.input_tokens == 2
+
+
+def test_requested_usage_keeps_null_usage_key(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    chunks = list(
+        fake.sync_client().chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+
+    content_chunks = chunks[:-1]
+    assert content_chunks
+    assert all(chunk.to_dict()["usage"] is None for chunk in content_chunks)
+    assert recorder.only().usage.input_tokens == 3
+
+
 def test_chat_stream_without_injection_is_unmetered(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
@@ -319,6 +366,36 @@ def test_chat_error_chunk_is_stream_error(
     unmetered = recorder.only().unmetered
     assert unmetered.reason == "stream_error"
     assert unmetered.error is raised.value
+
+
+def test_streaming_response_error_chunk_is_stream_error(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="error"))
+    client = fake.sync_client()
+
+    with create_chat_streaming_response(client) as raw:
+        lines = list(raw.iter_lines())
+
+    assert lines
+    unmetered = recorder.only().unmetered
+    assert unmetered.reason == "stream_error"
+    assert "ended with an error event (error)" in unmetered.message
+
+
+def test_dropped_stream_error_chunk_is_stream_error(
+    fake: FakeOpenAI, recorder: RecordingRecorder
+) -> None:
+    fake.enqueue(Scenario(stream_end="error"))
+    stream = fake.sync_client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    next(stream)
+
+    del stream
+    collect_garbage()
+
+    assert recorder.only().unmetered.reason == "stream_error"
 
 
 def test_cut_chat_stream_is_interrupted(
@@ -412,7 +489,7 @@ def test_dropped_raw_stream_is_drained(
     assert recorder.only().is_settled is False
 
     del raw
-    gc.collect()
+    collect_garbage()
 
     assert recorder.only().method == "finish"
     usage = recorder.only().usage
@@ -428,7 +505,7 @@ def test_dropped_raw_stream_without_drain(
     raw = create_raw_response_stream(fake.sync_client())
 
     del raw
-    gc.collect()
+    collect_garbage()
 
     unmetered = recorder.only().unmetered
     assert unmetered.reason == "stream_interrupted"
@@ -461,7 +538,7 @@ def test_async_raw_stream_dropped_after_loop(
 
     raw = asyncio.run(create())
     del raw
-    gc.collect()
+    collect_garbage()
 
     # With its event loop closed, nothing can read the rest of the body.
     assert recorder.only().method == "finish"
@@ -527,7 +604,7 @@ def test_streaming_response_stream_exit_drains(
     with create(fake.sync_client()) as raw:
         assert recorder.only().is_settled is False
     del raw
-    gc.collect()
+    collect_garbage()
 
     usage = recorder.only().usage
     assert usage.input_tokens == input_tokens
@@ -644,6 +721,83 @@ async def test_async_streaming_response_stream(
     assert recorder.only().usage.input_tokens == 3
 
 
+class SplitBody(httpx.SyncByteStream):
+    """A body sent in pieces of a fixed size, wherever they fall."""
+
+    def __init__(self, content: bytes, size: int) -> None:
+        self._content = content
+        self._size = size
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self._content), self._size):
+            yield self._content[start : start + self._size]
+
+
+def split_client(fake: FakeOpenAI, size: int, line_end: bytes) -> openai.OpenAI:
+    """Return a client whose streams arrive in ``size``-byte pieces."""
+
+    def split(request: httpx.Request) -> httpx.Response:
+        response = fake.handler(request)
+        content = b"".join(response.iter_bytes()).replace(b"\n", line_end)
+        body = SplitBody(content, size)
+        return httpx.Response(200, headers=response.headers, stream=body)
+
+    http_client = httpx.Client(transport=httpx.MockTransport(split))
+    return fake.sync_client(http_client=http_client)
+
+
+SPLITS: list[Any] = [
+    pytest.param(1, b"\n", id="1-byte-lf"),
+    pytest.param(1, b"\r\n", id="1-byte-crlf"),
+    pytest.param(7, b"\r\n", id="7-byte-crlf"),
+    pytest.param(100_000, b"\n", id="whole-body"),
+]
+
+
+@pytest.mark.parametrize(("size", "line_end"), SPLITS)
+def test_split_stream_reads_every_event(
+    fake: FakeOpenAI, recorder: RecordingRecorder, size: int, line_end: bytes
+) -> None:
+    expected = list(
+        fake.sync_client().chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+    )
+
+    chunks = list(
+        split_client(fake, size, line_end).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+    )
+
+    texts = [chunk.choices[0].delta.content for chunk in chunks]
+    assert texts == [chunk.choices[0].delta.content for chunk in expected]
+    assert recorder.records[1].usage.output_tokens == REPLY_TOKENS
+
+
+@pytest.mark.parametrize(("size", "line_end"), SPLITS)
+@pytest.mark.parametrize("read", [1, 3])
+def test_dropped_split_stream_is_drained(
+    fake: FakeOpenAI,
+    recorder: RecordingRecorder,
+    size: int,
+    line_end: bytes,
+    read: int,
+) -> None:
+    stream = split_client(fake, size, line_end).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    for _ in range(read):
+        next(stream)
+
+    del stream
+    collect_garbage()
+
+    usage = recorder.only().usage
+    assert usage.input_tokens == 3
+    assert usage.output_tokens == REPLY_TOKENS
+
+
 class StalledBody(httpx.AsyncByteStream):
     """A body that sends its first bytes, then nothing until it is cancelled."""
 
@@ -732,7 +886,7 @@ def test_early_stop_drains_stream(
     stop(stream)
     assert recorder.only().is_settled is not collects
     del stream
-    gc.collect()
+    collect_garbage()
 
     usage = recorder.only().usage
     assert usage.input_tokens == 3
@@ -754,7 +908,7 @@ def test_early_stop_without_drain_interrupts(
     stop(stream)
     assert recorder.only().is_settled is not collects
     del stream
-    gc.collect()
+    collect_garbage()
 
     unmetered = recorder.only().unmetered
     assert unmetered.reason == "stream_interrupted"
@@ -888,7 +1042,7 @@ def test_async_stream_open_at_loop_end(
     del stream
 
 
-def test_stream_generator_closed_outside_is_dropped(
+def test_stream_generator_closed_outside_drains(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
     stream = fake.sync_client().chat.completions.create(
@@ -896,12 +1050,13 @@ def test_stream_generator_closed_outside_is_dropped(
     )
     next(stream)
 
+    # The SDK's generator closes the response; the rest is read from the body.
     stream._iterator._events.close()
 
-    unmetered = recorder.only().unmetered
-    assert unmetered.reason == "stream_interrupted"
-    assert unmetered.error is None
-    assert "dropped without being closed" in unmetered.message
+    usage = recorder.only().usage
+    assert usage.input_tokens == 3
+    assert usage.output_tokens == REPLY_TOKENS
+    assert stream.response.is_closed is True
 
 
 async def test_async_dropped_stream_after_usage_bills(

@@ -3,10 +3,12 @@
 The patches are wrapt wrappers on SDK internals that every call passes
 through, whichever resource method, helper or client instance made it:
 
-- ``SyncAPIClient.request`` / ``AsyncAPIClient.request`` run once per HTTP
-  call, retries included. They tell the recorder about billable POSTs, add
-  ``stream_options.include_usage`` to chat and completion streams, and read
-  the usage of plain responses.
+- ``SyncAPIClient.request`` / ``AsyncAPIClient.request`` run once per SDK
+  call, and the SDK's retries happen inside them. They tell the recorder
+  about billable POSTs, add ``stream_options.include_usage`` to chat and
+  completion streams, and read the usage of plain responses.
+- ``_send_request`` runs once per attempt, so it sees the attempts whose
+  response was lost, retried ones included (see :mod:`blnk_meter._attempts`).
 - ``BaseClient._process_response_data`` sees the JSON of every body and
   stream event before the SDK turns it into models, which may coerce counts.
 - ``Stream.__stream__`` / ``AsyncStream.__stream__`` return metering
@@ -19,6 +21,7 @@ through, whichever resource method, helper or client instance made it:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
@@ -29,6 +32,13 @@ from typing import Any
 import wrapt
 
 from . import _raw_response as raw
+from ._attempts import (
+    areport_retried,
+    async_send_wrapper,
+    report_retried,
+    sync_send_wrapper,
+    tracking_attempts,
+)
 from ._billable import (
     STREAM_USAGE_ENDPOINTS,
     ask_for_stream_usage,
@@ -36,16 +46,17 @@ from ._billable import (
     describe_call,
     warn_unmetered,
 )
-from ._extract import NOT_BILLED, name_response, outcome_from_body
-from ._metered_call import MeteredCall, RawCapture, Settings, capturing, record_raw_data
-from ._metered_stream import (
-    AsyncMeteredStreamIterator,
-    MeteredStreamIterator,
-    attach_stream,
+from ._call_outcome import outcome_now, outcome_of_failure
+from ._metered_call import (
+    MeteredCall,
+    Settings,
+    capturing,
+    record_raw_data,
+    settle_calls_at_exit,
 )
-from ._recorder import CallOutcome, Recorder
-from ._stream_usage import outcome_from_bytes
-from ._usage import ProviderCall, UnmeteredCall
+from ._metered_stream import AsyncMeteredStreamIterator, MeteredStreamIterator
+from ._recorder import Recorder
+from ._usage import ProviderCall
 from .errors import BlnkMeterError
 
 __all__ = ["install", "is_installed", "uninstall"]
@@ -71,10 +82,15 @@ _WEBSOCKET_RESOURCES = {
 """Resources whose websocket ``connect()`` bypasses ``request`` and is not
 metered: module, sync class name (the async one adds ``Async``), label."""
 
+_EXIT_WAIT_SECONDS = 1.0
+"""How long the exit hook waits for the background worker to settle the
+calls it was handed, before it reports them as unmetered."""
+
 _lock = threading.RLock()
 _settings: Settings | None = None
 _patches: list[tuple[ModuleType, str, object]] = []
 _is_hook_registered = False
+_is_exit_hook_registered = False
 
 
 def install(
@@ -100,9 +116,19 @@ def install(
         drain_on_close: when the caller stops reading a stream before its
             usage arrived, or closes or drops a raw response before reading
             its body, read the rest without passing it on, so the usage the
-            provider bills is known.
+            provider bills is known. The cost: the connection stays open
+            until the provider finishes, so the whole response is generated
+            and billed by the provider, and ``close()`` waits for it. A
+            dropped sync stream or raw response is read on by a background
+            thread instead. With ``False``, generation stops sooner, but such
+            calls are reported as unmetered.
+
+    The first call also registers an exit hook. It waits up to a second for
+    the background thread, then reports the calls still unsettled as
+    unmetered (``stream_interrupted``), without reading the responses the
+    program still holds.
     """
-    global _settings, _is_hook_registered
+    global _settings, _is_hook_registered, _is_exit_hook_registered
     with _lock:
         _settings = Settings(
             recorder=recorder,
@@ -114,6 +140,11 @@ def install(
         elif not _is_hook_registered:
             wrapt.register_post_import_hook(_on_openai_imported, "openai")
             _is_hook_registered = True
+        if not _is_exit_hook_registered:
+            # atexit runs hooks last in, first out, and logging registered its
+            # shutdown when it was imported, so logging still works here.
+            atexit.register(settle_calls_at_exit, _EXIT_WAIT_SECONDS)
+            _is_exit_hook_registered = True
     logger.debug("OpenAI instrumentation installed")
 
 
@@ -163,6 +194,8 @@ def _apply_patches() -> None:
     )
     _patch("openai._base_client", "SyncAPIClient.request", _sync_request)
     _patch("openai._base_client", "AsyncAPIClient.request", _async_request)
+    _patch("openai._base_client", "SyncAPIClient._send_request", sync_send_wrapper)
+    _patch("openai._base_client", "AsyncAPIClient._send_request", async_send_wrapper)
     _patch("openai._base_client", "BaseClient._process_response_data", _capture_data)
     _patch("openai._streaming", "Stream.__stream__", _sync_stream_events)
     _patch("openai._streaming", "AsyncStream.__stream__", _async_stream_events)
@@ -308,16 +341,18 @@ def _sync_request(
         return wrapped(*args, **kwargs)
     metered, args, kwargs = _prepare(call, token, settings, args, kwargs)
     try:
-        with capturing() as capture:
+        with capturing() as capture, tracking_attempts() as attempts:
             result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        outcome = _outcome_of_failure(metered, capture, exc)
+        report_retried(settings, call, attempts)
+        outcome = outcome_of_failure(metered, capture, attempts, exc)
         if outcome is None:
             metered.cancel(exc)
         else:
             metered.finish(outcome)
         raise
-    outcome = _outcome_now(metered, result, capture)
+    report_retried(settings, call, attempts)
+    outcome = outcome_now(metered, result, capture)
     if outcome is not None:
         metered.finish(outcome)
     return result
@@ -340,131 +375,21 @@ async def _async_request(
         return await wrapped(*args, **kwargs)
     metered, args, kwargs = _prepare(call, token, settings, args, kwargs)
     try:
-        with capturing() as capture:
+        with capturing() as capture, tracking_attempts() as attempts:
             result = await wrapped(*args, **kwargs)
     except BaseException as exc:
-        outcome = _outcome_of_failure(metered, capture, exc)
+        await areport_retried(settings, call, attempts)
+        outcome = outcome_of_failure(metered, capture, attempts, exc)
         if outcome is None:
             await metered.acancel(exc)
         else:
             await metered.afinish(outcome)
         raise
-    outcome = _outcome_now(metered, result, capture)
+    await areport_retried(settings, call, attempts)
+    outcome = outcome_now(metered, result, capture)
     if outcome is not None:
         await metered.afinish(outcome)
     return result
-
-
-def _outcome_now(
-    metered: MeteredCall, result: Any, capture: RawCapture
-) -> CallOutcome | None:
-    """Return the outcome of a call whose usage is known now, else ``None``."""
-    from openai._legacy_response import LegacyAPIResponse
-    from openai._response import BaseAPIResponse
-    from openai._streaming import AsyncStream, Stream
-
-    try:
-        if isinstance(result, (Stream, AsyncStream)):
-            return (
-                None
-                if attach_stream(metered, result)
-                else _unobservable(metered, result)
-            )
-        if isinstance(result, (LegacyAPIResponse, BaseAPIResponse)):
-            return raw.track_raw_response(metered, result)
-        document = capture.data if capture.is_set else result
-        return outcome_from_body(
-            document, metered.call, request_id=_request_id(capture, result)
-        )
-    except Exception as exc:
-        logger.exception("failed to read the usage of a call to %s", metered.call.path)
-        return _unreadable(metered, exc, _request_id(capture, result))
-
-
-def _outcome_of_failure(
-    metered: MeteredCall, capture: RawCapture, error: BaseException
-) -> CallOutcome | None:
-    """Read the outcome of a call that raised after the provider responded.
-
-    The SDK raises after a successful response when it cannot turn the body
-    into what the caller asked for: ``parse()`` helpers raise
-    ``LengthFinishReasonError``, ``ContentFilterFinishReasonError`` or a
-    pydantic ``ValidationError``, and strict response validation raises
-    ``APIResponseValidationError``. The provider bills such a call, so its
-    body decides the outcome.
-
-    Returns:
-        The outcome read from the body, or ``None`` when no successful
-        response arrived (an HTTP error, a connection error), so the call is
-        cancelled.
-    """
-    from openai import APIResponseValidationError
-
-    try:
-        if capture.is_set:
-            return outcome_from_body(
-                capture.data, metered.call, request_id=_request_id(capture, None)
-            )
-        if isinstance(error, APIResponseValidationError):
-            # The body is not JSON, so the SDK did not decode it.
-            response = error.response
-            return outcome_from_bytes(
-                response.content,
-                metered.call,
-                request_id=_header_request_id(response),
-                is_event_stream=False,
-                expects_usage=False,
-            )
-    except Exception as exc:
-        logger.exception("failed to read the usage of a call to %s", metered.call.path)
-        return _unreadable(metered, exc, _request_id(capture, None))
-    return None
-
-
-def _unreadable(
-    metered: MeteredCall, error: Exception, request_id: str | None
-) -> UnmeteredCall:
-    # Only the error's type is named, because its message may quote the body.
-    name = name_response(None, request_id)
-    return UnmeteredCall(
-        call=metered.call,
-        reason="missing_usage",
-        message=(
-            f"blnk_meter failed to read the usage of the {name} from "
-            f"{metered.call.path} ({type(error).__name__}). {NOT_BILLED}"
-        ),
-        response_id=request_id,
-        error=error,
-    )
-
-
-def _unobservable(metered: MeteredCall, stream: Any) -> UnmeteredCall:
-    request_id = _header_request_id(getattr(stream, "response", None))
-    name = name_response(None, request_id)
-    return UnmeteredCall(
-        call=metered.call,
-        reason="stream_without_usage",
-        message=(
-            f"the {type(stream).__name__} of the {name} from {metered.call.path} "
-            f"does not iterate through the metering iterator, so its usage "
-            f"cannot be observed. {NOT_BILLED}"
-        ),
-        response_id=request_id,
-    )
-
-
-def _request_id(capture: RawCapture, result: Any) -> str | None:
-    request_id = _header_request_id(capture)
-    if request_id is None:
-        request_id = getattr(result, "_request_id", None)
-    return request_id if isinstance(request_id, str) and request_id else None
-
-
-def _header_request_id(response: Any) -> str | None:
-    """Return the ``x-request-id`` header of a response or capture, if any."""
-    headers = getattr(response, "headers", None)
-    request_id = headers.get("x-request-id") if headers is not None else None
-    return request_id if isinstance(request_id, str) and request_id else None
 
 
 def _capture_data(
@@ -473,7 +398,10 @@ def _capture_data(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    record_raw_data(kwargs.get("data"), kwargs.get("response"))
+    data = kwargs.get("data")
+    recorded = record_raw_data(data, kwargs.get("response"))
+    if recorded is not data:
+        kwargs = {**kwargs, "data": recorded}
     return wrapped(*args, **kwargs)
 
 

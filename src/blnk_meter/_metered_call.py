@@ -3,7 +3,8 @@
 The instrumentation wrappers share these pieces: the settings of
 :func:`blnk_meter._instrument.install`, the :class:`MeteredCall` that makes
 sure a recorder hears exactly one ``finish`` or ``cancel`` per ``begin``, and
-the capture that hands the wrappers the JSON the SDK decoded.
+the capture that hands the wrappers the JSON the SDK decoded. Calls still
+unsettled when the process exits are reported by :func:`settle_calls_at_exit`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,26 @@ import asyncio
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
+from . import _worker
+from ._extract import NOT_BILLED
 from ._recorder import CallOutcome, Recorder
 from ._usage import ProviderCall, UnmeteredCall
 
-__all__ = ["MeteredCall", "RawCapture", "Settings", "capturing", "record_raw_data"]
+__all__ = [
+    "MeteredCall",
+    "RawCapture",
+    "Settings",
+    "capturing",
+    "record_raw_data",
+    "settle_calls_at_exit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +88,8 @@ class MeteredCall:
         self._is_settled = False
         self._settle_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        _unsettled_calls.add(self)
+        _worker.start()
         if call.is_async:
             # An async client may run under another event loop than asyncio's
             # (trio, through anyio); finalizers then settle with ``finish``.
@@ -89,12 +102,13 @@ class MeteredCall:
         return self._is_settled
 
     def _settle(self) -> bool:
-        # A finalizer may settle a stream from another thread.
+        # The background worker may settle a call while another thread does.
         with self._settle_lock:
             if self._is_settled:
                 return False
             self._is_settled = True
-            return True
+        _unsettled_calls.discard(self)
+        return True
 
     def finish(self, outcome: CallOutcome) -> None:
         """Hand the outcome to the recorder's ``finish``."""
@@ -137,7 +151,7 @@ class MeteredCall:
             _log_recorder_error("acancel", self.call)
 
     def finish_from_sync_code(self, outcome: CallOutcome) -> None:
-        """Finish from code that cannot await, such as a finalizer.
+        """Finish from code that cannot await, such as the background worker.
 
         A call from a sync client finishes at once. A call from an async
         client finishes with ``afinish`` in a task on the event loop it began
@@ -154,9 +168,9 @@ class MeteredCall:
     ) -> bool:
         """Run ``start()`` in a task on the asyncio loop the call began on.
 
-        It is safe to call from any thread and from a finalizer. When the
-        task ends without settling the call (it was cancelled or failed), or
-        never runs because the loop stopped first, the call is settled with
+        It is safe to call from any thread. When the task ends without
+        settling the call (it was cancelled or failed), or never runs because
+        the loop stopped first, the background worker settles the call with
         ``finish(fallback())``. ``asyncio.run`` cancels the tasks still
         pending when its coroutine returns, so a task started just before
         that never runs.
@@ -185,10 +199,10 @@ weak references to tasks."""
 class _LoopSettlement:
     """A task that settles a call on its event loop, with a fallback outcome.
 
-    The fallback settles the call from the task's done callback when the task
-    ended without settling it. It settles it from ``__del__`` when the loop
-    closed before the task was created, because closing a loop drops the
-    callbacks it has not run yet.
+    When the task ended without settling the call, its done callback hands
+    the fallback to the background worker, so that no posting blocks the
+    loop. When the loop closed before the task was created (closing a loop
+    drops the callbacks it has not run yet), ``__del__`` hands it over.
     """
 
     def __init__(
@@ -200,6 +214,7 @@ class _LoopSettlement:
         self._call: MeteredCall | None = call
         self._start = start
         self._fallback = fallback
+        self._submit = _worker.submit
 
     def start_task(self) -> None:
         """Create the task; run as a callback on the call's event loop."""
@@ -209,7 +224,9 @@ class _LoopSettlement:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         _tasks.discard(task)
-        self.settle_unsettled()
+        call = self._call
+        if call is not None and not call.is_settled:
+            self._submit(self.settle_unsettled)
 
     def cancel(self) -> None:
         """Forget the call, because the caller settles it another way."""
@@ -230,10 +247,50 @@ class _LoopSettlement:
     def __del__(self) -> None:
         # NOTE: a loop closed without cancelling its tasks leaves a task that
         # never ran pending in ``_tasks``, so neither this finalizer nor the
-        # done callback runs, and the call stays unsettled. asyncio.run and
-        # asyncio.Runner cancel every task before they close the loop.
-        with contextlib.suppress(Exception):
-            self.settle_unsettled()
+        # done callback runs, and the call is settled only at exit.
+        # asyncio.run and asyncio.Runner cancel every task before they close
+        # the loop.
+        call = self._call
+        if call is not None and not call.is_settled:
+            self._submit(self.settle_unsettled)
+
+
+_unsettled_calls: weakref.WeakSet[MeteredCall] = weakref.WeakSet()
+"""Calls begun and not settled yet, so that the exit hook can report them."""
+
+
+def settle_calls_at_exit(wait: float) -> None:
+    """Report the calls still unsettled as the process exits.
+
+    Run from an ``atexit`` hook, while logging still works. It first waits
+    for the background worker to settle the calls handed to it, then reports
+    every call still unsettled as unmetered, without reading the responses
+    the caller still holds.
+
+    Args:
+        wait: the maximum wait for the background worker, in seconds.
+    """
+    if not _unsettled_calls:
+        return
+    if not _worker.wait_idle(wait):
+        logger.warning(
+            "blnk_meter's background worker was still settling calls at exit"
+        )
+    for metered in list(_unsettled_calls):
+        metered.finish(_exited_first(metered.call))
+
+
+def _exited_first(call: ProviderCall) -> UnmeteredCall:
+    model = call.requested_model
+    named = f" for model {model!r}" if model else ""
+    return UnmeteredCall(
+        call=call,
+        reason="stream_interrupted",
+        message=(
+            f"the call to {call.path}{named} was not settled when the process "
+            f"exited, so its response was not read to its end. {NOT_BILLED}"
+        ),
+    )
 
 
 def _log_outcome(outcome: CallOutcome) -> None:
@@ -258,14 +315,20 @@ def _log_recorder_error(method: str, call: ProviderCall) -> None:
 
 
 class RawCapture:
-    """The first JSON document the SDK decoded while a capture was active."""
+    """The first JSON document the SDK decoded while a capture was active.
 
-    __slots__ = ("data", "headers", "is_set")
+    Args:
+        strips_null_usage: remove a ``"usage": null`` key from the documents
+            before the SDK builds its models from them.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("data", "headers", "is_set", "strips_null_usage")
+
+    def __init__(self, *, strips_null_usage: bool = False) -> None:
         self.data: object = None
         self.headers: Any = None
         self.is_set = False
+        self.strips_null_usage = strips_null_usage
 
     def record(self, data: object, response: object) -> None:
         """Keep ``data`` and the response headers, unless something came first."""
@@ -282,13 +345,20 @@ _active_capture: ContextVar[RawCapture | None] = ContextVar(
 
 
 @contextmanager
-def capturing() -> Iterator[RawCapture]:
+def capturing(*, strips_null_usage: bool = False) -> Iterator[RawCapture]:
     """Capture what the SDK decodes inside the ``with`` block.
 
     The capture follows the context, so it also records what generators
     advanced inside the block, and coroutines awaited inside it, decode.
+
+    Args:
+        strips_null_usage: remove ``"usage": null`` from the decoded
+            documents. A chunk stream asked for usage carries that key on
+            every chunk, so when the instrumentation, not the caller, asked
+            for it, the caller's chunks would gain a key in ``to_dict()``,
+            ``to_json()`` and ``model_dump(exclude_unset=True)``.
     """
-    capture = RawCapture()
+    capture = RawCapture(strips_null_usage=strips_null_usage)
     reset_token = _active_capture.set(capture)
     try:
         yield capture
@@ -296,8 +366,21 @@ def capturing() -> Iterator[RawCapture]:
         _active_capture.reset(reset_token)
 
 
-def record_raw_data(data: object, response: object) -> None:
-    """Hand a decoded JSON document to the active capture, if there is one."""
+def record_raw_data(data: object, response: object) -> object:
+    """Hand a decoded JSON document to the active capture, if there is one.
+
+    Returns:
+        The document the SDK builds its model from: ``data``, or a copy
+        without its ``"usage": null`` key when the capture strips it.
+    """
     capture = _active_capture.get()
-    if capture is not None:
-        capture.record(data, response)
+    if capture is None:
+        return data
+    if capture.strips_null_usage and _has_null_usage(data):
+        data = {key: value for key, value in data.items() if key != "usage"}
+    capture.record(data, response)
+    return data
+
+
+def _has_null_usage(data: object) -> TypeGuard[dict[str, Any]]:
+    return isinstance(data, dict) and "usage" in data and data["usage"] is None

@@ -10,21 +10,24 @@ The caller may close the response first (``close()``, or leaving its
 ``with`` block) or drop it. With ``drain_on_close`` on, the rest of the body
 is then read, from where the caller's ``iter_*()`` stopped, and the call is
 billed from the whole body. Otherwise it is billed from what was read, or
-reported as unmetered. The body is never read while the caller still holds
-the response.
+reported as unmetered. A dropped response is read by the background worker
+(:mod:`blnk_meter._worker`), never inside the garbage collector. The body is
+never read while the caller still has a reference to the response, not even
+at exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import _worker
 from ._extract import NOT_BILLED, name_response
 from ._metered_call import MeteredCall
 from ._metered_stream import attach_stream
@@ -101,7 +104,10 @@ def track_raw_response(call: MeteredCall, raw: Any) -> CallOutcome | None:
     if content is not None:
         return body.outcome_of_content(content)
     _open_bodies[raw] = body
-    weakref.finalize(raw, body.settle_discarded)
+    # The finalizer only queues the work. It does not run at exit, when the
+    # caller may still hold the response.
+    finalizer = weakref.finalize(raw, _worker.submit, body.settle_discarded)
+    finalizer.atexit = False
     return None
 
 
@@ -179,6 +185,10 @@ class RawBody:
         """Keep a piece of the body that the caller iterated over."""
         text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
         self._text.append(text + "\n" if is_line else text)
+
+    def release(self) -> None:
+        """Drop the pieces kept so far, once the call is settled."""
+        self._text = []
 
     def outcome_of_fed(self, interruption: Interruption | None = None) -> CallOutcome:
         """Read the call's outcome from the pieces fed so far."""
@@ -269,27 +279,26 @@ class RawBody:
         try:
             outcome = await self.adrain(reader)
         except asyncio.CancelledError as exc:
-            await self.call.afinish(self._drain_failed(exc))
+            await _afinish(self, functools.partial(self._drain_failed, exc))
             raise
         except Exception as exc:
             _log_failure(self)
-            outcome = self._drain_failed(exc)
-        if outcome is not None:
-            await self.call.afinish(outcome)
+            await _afinish(self, functools.partial(self._drain_failed, exc))
+            return
+        await _afinish(self, lambda: outcome)
 
     def settle_discarded(self) -> None:
         """Settle the call of a response garbage collected while still open.
 
-        A sync body is read on in the collecting thread. An async body is
-        read on in a task on the event loop the call began on. It is
-        reported as dropped when that loop has closed, or ends before the
-        task could read the body.
+        It runs in the background worker. A sync body is read on in the
+        worker. An async body is read on in a task on the event loop the call
+        began on. It is reported as dropped when that loop has closed, or
+        ends before the task could read the body.
         """
         if not self.is_open:
             return
         if not self.call.call.is_async:
-            with contextlib.suppress(Exception):
-                _finish(self, lambda: self.drain(None))
+            _finish(self, lambda: self.drain(None))
             return
         if self.call.drain_on_close and self.call.start_on_loop(
             lambda: self.asettle_drained(None),
@@ -297,8 +306,7 @@ class RawBody:
         ):
             return
         interruption = Interruption(is_dropped=self.call.drain_on_close)
-        with contextlib.suppress(Exception):
-            _finish(self, lambda: self.outcome_of_fed(interruption))
+        _finish(self, lambda: self.outcome_of_fed(interruption))
 
     def watch(self, chunks: Iterator[_Chunk], *, is_line: bool) -> Iterator[_Chunk]:
         """Pass ``chunks`` on, and settle the call when they run out."""
@@ -306,8 +314,7 @@ class RawBody:
             if self.is_open:
                 self.feed(chunk, is_line=is_line)
             yield chunk
-        if self.is_open:
-            self.call.finish_from_sync_code(self.outcome_of_fed())
+        _finish(self, self._outcome_if_open)
 
     async def awatch(
         self, chunks: AsyncIterator[_Chunk], *, is_line: bool
@@ -317,8 +324,10 @@ class RawBody:
             if self.is_open:
                 self.feed(chunk, is_line=is_line)
             yield chunk
-        if self.is_open:
-            await self.call.afinish(self.outcome_of_fed())
+        await _afinish(self, self._outcome_if_open)
+
+    def _outcome_if_open(self) -> CallOutcome | None:
+        return self.outcome_of_fed() if self.is_open else None
 
 
 # wrapt wrappers for the raw response classes. Each one passes straight
@@ -328,13 +337,19 @@ _Wrapped = Callable[..., Any]
 
 
 def _finish(body: RawBody, read_outcome: Callable[[], CallOutcome | None]) -> None:
-    """Settle the call with ``read_outcome()``, if it returns one."""
+    """Settle the call with ``read_outcome()``, if it returns one.
+
+    An error is logged, not raised, so it never reaches the caller.
+    """
     try:
         outcome = read_outcome()
         if outcome is not None:
             body.call.finish_from_sync_code(outcome)
     except Exception:
         _log_failure(body)
+    finally:
+        if body.call.is_settled:
+            body.release()
 
 
 async def _afinish(
@@ -347,6 +362,9 @@ async def _afinish(
             await body.call.afinish(outcome)
     except Exception:
         _log_failure(body)
+    finally:
+        if body.call.is_settled:
+            body.release()
 
 
 def _log_failure(body: RawBody) -> None:

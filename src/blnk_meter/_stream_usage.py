@@ -233,6 +233,12 @@ class StreamUsage:
 
     def _observe_chunk(self, chunk: Mapping[str, Any]) -> bool:
         self._remember(chunk)
+        error = chunk.get("error")
+        if error:
+            # The SDK raises APIError for such a chunk; the raw bytes and a
+            # drained stream report it the same way.
+            code = error.get("code") if isinstance(error, Mapping) else None
+            self._error_event = code if isinstance(code, str) and code else "error"
         if chunk.get("usage") is None:
             return False
         self._decide(self._outcome_of(chunk))
