@@ -40,11 +40,6 @@ def client(server: LedgerServer) -> Iterator[BlnkClient]:
         yield blnk
 
 
-@pytest.fixture
-def fake() -> FakeOpenAI:
-    return FakeOpenAI()
-
-
 @pytest.fixture(autouse=True)
 def reset_instrumentation() -> Iterator[None]:
     yield

@@ -51,19 +51,6 @@ class City(pydantic.BaseModel):
     population: int
 
 
-@pytest.fixture
-def recorder() -> Iterator[RecordingRecorder]:
-    recorder = RecordingRecorder()
-    _instrument.install(recorder)
-    yield recorder
-    _instrument.uninstall()
-
-
-@pytest.fixture
-def fake() -> FakeOpenAI:
-    return FakeOpenAI()
-
-
 def install_with(recorder: RecordingRecorder) -> RecordingRecorder:
     _instrument.install(recorder)
     return recorder

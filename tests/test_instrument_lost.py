@@ -20,19 +20,11 @@ import openai
 import pytest
 
 import blnk_meter
-from blnk_meter import MemoryTransport, Meter, _instrument, metered
+from blnk_meter import MemoryTransport, Meter, metered
 from blnk_meter.testing._provider import FakeOpenAI
 from metering_recorder import RecordingRecorder
 
 MESSAGES: Any = [{"role": "user", "content": "one two three"}]
-
-
-@pytest.fixture
-def recorder() -> Iterator[RecordingRecorder]:
-    recorder = RecordingRecorder()
-    _instrument.install(recorder)
-    yield recorder
-    _instrument.uninstall()
 
 
 @pytest.fixture

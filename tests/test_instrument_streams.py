@@ -18,19 +18,6 @@ MESSAGES: Any = [{"role": "user", "content": "one two three"}]
 REPLY_TOKENS = count_tokens(REPLY)
 
 
-@pytest.fixture
-def recorder() -> Iterator[RecordingRecorder]:
-    recorder = RecordingRecorder()
-    _instrument.install(recorder)
-    yield recorder
-    _instrument.uninstall()
-
-
-@pytest.fixture
-def fake() -> FakeOpenAI:
-    return FakeOpenAI()
-
-
 def reinstall(recorder: RecordingRecorder, **settings: bool) -> None:
     _instrument.install(recorder, **settings)
 
