@@ -224,8 +224,15 @@ def test_absurd_token_count_not_billed() -> None:
 
     assert transport.postings == []
     [failure] = meter.failures
+    assert failure.kind == "unmetered"
     assert isinstance(failure.error, errors.InvalidUsageError)
+    assert failure.unmetered is not None
+    assert failure.unmetered.reason == "invalid_usage"
+    assert failure.unmetered.error is failure.error
+    assert failure.usage is not None
+    assert failure.usage.input_tokens == 20_000
     assert "resp_1" in failure.message
+    assert "not billed" in failure.message
 
 
 def test_undelivered_posting_kept_and_retried() -> None:

@@ -15,6 +15,7 @@ from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from ._blnk import redact_url
+from ._extract import NOT_BILLED
 from ._failures import FailureKind, FailureLog, MeterFailure, MeterStats
 from ._money import Precisions
 from ._posting import MoneyMap, Posting, UsageEvent, Wallet, build_posting
@@ -362,12 +363,23 @@ class Meter:
             error = InvalidUsageError(
                 f"response {usage.response_id!r} for customer {token.customer!r} "
                 f"reports {usage.total_tokens} tokens, more than "
-                f"max_tokens_per_call={self._max_tokens}; not billed. "
-                "Raise max_tokens_per_call if this is genuine",
+                f"max_tokens_per_call={self._max_tokens}. Raise "
+                f"max_tokens_per_call if this is genuine. {NOT_BILLED}",
                 response_id=usage.response_id,
                 raw_usage=usage.raw_usage,
             )
-            self._fail("unmetered", token, str(error), error, usage=usage)
+            report = UnmeteredCall(
+                call=token.call,
+                reason="invalid_usage",
+                message=str(error),
+                response_id=usage.response_id,
+                model=usage.model,
+                raw_usage=usage.raw_usage,
+                error=error,
+            )
+            self._fail(
+                "unmetered", token, str(error), error, usage=usage, unmetered=report
+            )
             return None
         charge = self._price(token, usage)
         if charge is False:
