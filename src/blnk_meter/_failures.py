@@ -61,7 +61,9 @@ class MeterStats:
     the ``"undelivered"`` entries of :attr:`Meter.failures`.
 
     Attributes:
-        calls: billable provider calls the meter began metering.
+        calls: billable provider calls the meter began metering. Each
+            attempt that the SDK sent again after its response was lost
+            counts as one more call.
         posted: postings the ledger recorded on the send that counted them,
             first sends and retries alike.
         duplicates: postings the ledger already held from an earlier send.

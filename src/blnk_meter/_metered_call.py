@@ -288,7 +288,7 @@ def _exited_first(call: ProviderCall) -> UnmeteredCall:
         reason="stream_interrupted",
         message=(
             f"the call to {call.path}{named} was not settled when the process "
-            f"exited, so its response was not read to its end. {NOT_BILLED}"
+            f"exited, so its usage was not read. {NOT_BILLED}"
         ),
     )
 

@@ -35,7 +35,8 @@ UnmeteredReason = Literal[
 - ``missing_usage``: a complete response carried no usage object.
 - ``invalid_usage``: the usage object had unusable counts.
 - ``stream_without_usage``: the stream ended normally but never sent usage.
-- ``stream_interrupted``: the stream was cut, closed or failed before usage arrived.
+- ``stream_interrupted``: the stream or raw response was cut, closed, failed
+  or still open at exit before its usage was read.
 - ``stream_error``: the provider sent an error event instead of a terminal event.
 - ``response_lost``: the request was sent but no response arrived (a timeout,
   a dropped connection, a cancelled task), so the provider may have billed it.
