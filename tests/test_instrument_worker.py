@@ -247,3 +247,51 @@ def test_exit_reports_unsettled_calls(tmp_path: Path) -> None:
         assert reason == "stream_interrupted"
         assert "was not settled when the process exited" in message
     assert str(PACKAGE_DIR) not in completed.stderr
+
+
+FORK_SCRIPT = EXIT_SCRIPT.replace(
+    'print("MAIN DONE", flush=True)',
+    textwrap.dedent(
+        """
+        import os
+
+        child = os.fork()
+        if child == 0:
+            gc.enable()
+            gc.collect()  # the parent's dropped stream is garbage here too
+            drop_stream()
+            gc.collect()
+            from blnk_meter import _worker
+            assert _worker.wait_idle(5), "the child's worker did not run"
+            print("CHILD DONE", flush=True)
+            sys.exit(0)
+        os.waitpid(child, 0)
+        print("CHILD EXITED", flush=True)
+        """
+    ),
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_settles_only_its_calls(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if "OPENAI" not in key}
+
+    completed = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
+
+    lines = completed.stdout.splitlines()
+    child_lines = lines[: lines.index("CHILD EXITED")]
+    parent_exit_lines = lines[lines.index("CHILD EXITED") + 1 :]
+    assert "CHILD DONE" in child_lines
+    assert len([line for line in child_lines if line.startswith("SEND")]) == 1
+    assert [line for line in child_lines if line.startswith("FAILURE")] == []
+    assert [line for line in parent_exit_lines if line.startswith("SEND")] == []
+    parent_failures = [line for line in parent_exit_lines if line.startswith("FAILURE")]
+    assert len(parent_failures) == 3

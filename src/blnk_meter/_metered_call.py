@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
@@ -257,6 +258,23 @@ class _LoopSettlement:
 
 _unsettled_calls: weakref.WeakSet[MeteredCall] = weakref.WeakSet()
 """Calls begun and not settled yet, so that the exit hook can report them."""
+
+
+def _disown_calls_after_fork() -> None:
+    """Mark the open calls a forked child inherited as settled, silently.
+
+    The parent settles and reports them itself. Marked settled, the child's
+    copies are neither read on when collected nor reported at its exit.
+    """
+    for metered in list(_unsettled_calls):
+        # Another thread may have held the lock at the moment of the fork.
+        metered._settle_lock = threading.Lock()
+        metered._is_settled = True
+    _unsettled_calls.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_calls_after_fork)
 
 
 def settle_calls_at_exit(wait: float) -> None:

@@ -88,6 +88,16 @@ class _Worker:
         self._jobs.put(done.set)
         return done.wait(timeout)
 
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's thread and jobs in a forked child process.
+
+        The thread did not survive the fork, and the queued jobs settle the
+        parent's calls, which the parent reports itself.
+        """
+        self._jobs = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._pid = None
+
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
@@ -99,6 +109,8 @@ class _Worker:
 
 
 _worker = _Worker()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_worker.after_fork_in_child)
 
 submit = _worker.submit
 start = _worker.start
