@@ -416,6 +416,8 @@ def _parse_admin(body: bytes) -> _AdminRequest:
         request = json.loads(body or b"{}")
     except ValueError as exc:
         raise ConfigurationError(f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigurationError("the body is nested too deeply") from None
     if not isinstance(request, dict):
         raise ConfigurationError("the body must be a JSON object")
     # A misspelled fault would otherwise arm nothing and still return 200.
@@ -427,6 +429,10 @@ def _parse_admin(body: bytes) -> _AdminRequest:
     clear = request.get("clear", False)
     if not isinstance(clear, bool):
         raise ConfigurationError(f"clear {clear!r} is invalid; pass true or false")
+    if "down_for" in request and request["down_for"] is None:
+        raise ConfigurationError(
+            "down_for is null; pass a number of seconds greater than 0, or leave it out"
+        )
     return _AdminRequest(rules, clear, _check_outage(request.get("down_for")))
 
 

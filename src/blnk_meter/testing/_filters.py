@@ -427,7 +427,20 @@ def build_where(
         else:
             sql, values = _virtual(item, table) or _condition(item, item.field)
         parts.append(f"({sql})")
-        params.extend(values)
+        params.extend(_sqlite_number(value) for value in values)
     if not parts:
         return "1", []
     return f" {'OR' if logical == 'or' else 'AND'} ".join(parts), params
+
+
+def _sqlite_number(value: Any) -> Any:
+    """Return ``value``, as a float when it is an int too large for SQLite.
+
+    PostgreSQL compares such numbers with its numeric columns. Every stored
+    amount fits in 64 bits, so an infinity of the same sign compares the same
+    way with each of them.
+    """
+    is_integer = isinstance(value, int) and not isinstance(value, bool)
+    if is_integer and not -(2**63) <= value < 2**63:
+        return float("inf") if value > 0 else float("-inf")
+    return value

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
 from ._apierror import ApiError, LedgerFailure
 from ._postings import enqueue, find_txn, record, select_txns
 from ._records import Txn, major_amount
-from ._requests import decimal_from_float
+from ._requests import minor_from_float
 from ._store import Session, new_id
 
 __all__ = [
@@ -188,8 +187,7 @@ def requested_amount(
         (transaction_id, transaction_id),
     ).fetchone()
     precision = int(row[0]) if row and row[0] > 0 else 1
-    scaled = decimal_from_float(amount) * Decimal(precision)
-    return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return minor_from_float(amount, precision)
 
 
 def _is_hold(txn: Txn) -> bool:

@@ -13,11 +13,10 @@ import json
 import logging
 import sqlite3
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 
 from ._apierror import LedgerFailure
 from ._records import AMOUNT_FIELDS, TXN_COLUMNS, Txn, txn_from_row
-from ._requests import decimal_from_float
+from ._requests import minor_from_float
 from ._store import GENERAL_LEDGER_ID, INT64_MAX, Session, new_id
 
 __all__ = [
@@ -150,8 +149,7 @@ def _check_funds(txn: Txn, source: Balance) -> None:
     if available >= txn.precise_amount:
         return
     if txn.overdraft_limit > 0:
-        limit = decimal_from_float(txn.overdraft_limit) * Decimal(txn.precision)
-        limit_minor = int(limit.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        limit_minor = minor_from_float(txn.overdraft_limit, txn.precision)
         if available - txn.precise_amount >= -limit_minor:
             return
         raise LedgerFailure(

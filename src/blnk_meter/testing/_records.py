@@ -46,7 +46,9 @@ def major_amount(precise_amount: int, precision: int) -> Decimal:
     Blnk's decimal library does.
     """
     with localcontext() as context:
-        context.prec = 60
+        # Wide enough for every integer the request parser produces, so the
+        # quantize below never runs out of digits.
+        context.prec = 2100
         quotient = Decimal(precise_amount) / Decimal(precision)
         if quotient * precision != precise_amount:
             quotient = quotient.quantize(Decimal("1e-16"), rounding=ROUND_HALF_UP)

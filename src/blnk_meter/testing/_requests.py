@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from ._apierror import ApiError
@@ -25,6 +26,8 @@ __all__ = [
     "bind",
     "build_txn",
     "decimal_from_float",
+    "describe_int",
+    "minor_from_float",
     "parse_json",
     "read_txn_request",
     "validate_txn_request",
@@ -32,6 +35,14 @@ __all__ = [
 
 BULK_ITEM_LIMIT = 10_000
 """Blnk's maximum number of transactions in one bulk request."""
+
+MAX_BODY_BYTES = 5 * 1024 * 1024
+"""Blnk's default limit on a request body (``MaxRequestBodySizeMB`` is 5)."""
+
+_FLOAT_DIGITS = 800
+"""Decimal precision that represents any float64 times any int64 exactly."""
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _TXN_SPEC = {
     "amount": "float",
@@ -86,15 +97,54 @@ def _reject_constant(name: str) -> Any:
 def parse_json(body: bytes) -> Any:
     """Decode a JSON body, rejecting what Go's decoder rejects.
 
+    A lone UTF-16 surrogate escape becomes U+FFFD, as in Go.
+
     Raises:
-        BindError: the body is empty, not UTF-8 or not JSON.
+        BindError: the body is empty, larger than :data:`MAX_BODY_BYTES`,
+            not UTF-8, not JSON or nested too deeply.
     """
+    if len(body) > MAX_BODY_BYTES:
+        raise BindError("http: request body too large")
     if not body.strip():
         raise BindError("EOF")
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        text = body.decode("utf-8")
+        document = json.loads(
+            text, parse_constant=_reject_constant, parse_int=_parse_int
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BindError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise BindError("exceeded max depth") from None
+    if "\\u" in text:
+        try:
+            document = _replace_lone_surrogates(document)
+        except RecursionError:
+            raise BindError("exceeded max depth") from None
+    return document
+
+
+def _parse_int(text: str) -> int:
+    # Python refuses to convert more than 4300 digits. Such a number is far
+    # outside every range the ledger accepts, so a stand-in of the same sign
+    # gets the same rejection.
+    if len(text) > 1000:
+        huge = 10**1000
+        return -huge if text.startswith("-") else huge
+    return int(text)
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            _replace_lone_surrogates(key): _replace_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
 
 
 def _json_type(value: Any) -> str:
@@ -241,9 +291,29 @@ def read_txn_request(obj: Any) -> TxnRequest:
 def decimal_from_float(number: float) -> Decimal:
     """Return a float's shortest decimal form, as Go's ``FormatFloat(x, 'f', -1)``."""
     value = Decimal(repr(number))
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1))
-    return value.normalize()
+    with localcontext() as context:
+        context.prec = _FLOAT_DIGITS
+        if value == value.to_integral_value():
+            return value.quantize(Decimal(1))
+        return value.normalize()
+
+
+def minor_from_float(amount: float, precision: int) -> int:
+    """Scale a major-unit float by ``precision``, rounding half away from zero.
+
+    Blnk does this in decimal, so the result is exact for every float.
+    """
+    with localcontext() as context:
+        context.prec = _FLOAT_DIGITS
+        scaled = decimal_from_float(amount) * Decimal(precision)
+        return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def describe_int(value: int) -> str:
+    """Return ``value`` for a message, or its size when it is too long to show."""
+    if value.bit_length() <= 128:
+        return repr(value)
+    return f"a {value.bit_length()}-bit number"
 
 
 def _amount_error(request: TxnRequest) -> str | None:
@@ -320,7 +390,7 @@ def _check_int64(name: str, value: int) -> None:
     if value > INT64_MAX:
         raise ApiError(
             "TXN_INVALID_AMOUNT",
-            f"{name} {value!r} does not fit in a signed 64-bit integer, the"
+            f"{name} {describe_int(value)} does not fit in a signed 64-bit integer, the"
             f" largest amount the ledger stores ({INT64_MAX}); use a smaller"
             " precision or split the amount",
         )
@@ -341,12 +411,12 @@ def build_txn(request: TxnRequest, now: str) -> Txn:
     amount_string = None
     if request.precise_amount is not None and request.precise_amount > 0:
         precise = request.precise_amount
+        _check_int64("precise_amount", precise)
         amount = major_amount(precise, precision)
         amount_string = format_major(amount)
     else:
         amount = decimal_from_float(request.amount)
-        scaled = amount * precision
-        precise = int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        precise = minor_from_float(request.amount, precision)
     _check_int64("precise_amount", precise)
     txn = Txn(
         transaction_id=new_id("txn"),

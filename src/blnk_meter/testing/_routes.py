@@ -19,7 +19,7 @@ from ._apierror import ApiError
 from ._filters import build_where, filters_from_body, filters_from_query
 from ._records import ledger_json
 from ._requests import BindError, bind, parse_json
-from ._store import Session, new_id
+from ._store import INT64_MAX, Session, new_id
 
 __all__ = [
     "LEDGER_SELECT",
@@ -148,8 +148,9 @@ def _int_param(
     request: Request, name: str, default: int, strict: bool, *, minimum: int
 ) -> int:
     text = request.param(name, str(default))
-    value = int(text) if re.fullmatch(r"[+-]?\d+", text) else None
-    if value is not None and value >= minimum:
+    # Go's strconv.Atoi rejects what does not fit in 64 bits.
+    value = int(text) if re.fullmatch(r"[+-]?\d{1,19}", text) else None
+    if value is not None and minimum <= value <= INT64_MAX:
         return value
     if strict:
         raise ApiError("GEN_VALIDATION_ERROR", f"Invalid {name} value")
