@@ -103,6 +103,12 @@ class EmbeddedLedger(ConvenienceMixin):
       voided.
     - Amounts, balances and precisions must fit in a signed 64-bit integer;
       larger values are rejected with 400 ``TXN_INVALID_AMOUNT``.
+    - Request bodies over 5 MiB are rejected, as with Blnk's default limit,
+      which Blnk lets its configuration change.
+    - A duplicate reference that names a new ``@indicator`` creates no
+      balance; Blnk creates the balance before it finds the duplicate.
+    - Faults on purpose are checked before the API key, so a request without
+      a key can meet, and use up, an armed fault.
     - Within one process, requests reach the database one at a time through
       one SQLite connection. A write that waits for another process's lock
       therefore holds up every other request of its own process, reads
