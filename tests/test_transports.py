@@ -7,6 +7,8 @@ import base64
 import gc
 import json
 import logging
+import socket
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -328,6 +330,49 @@ def test_api_key_sent_and_never_shown(caplog: pytest.LogCaptureFixture) -> None:
             assert "wrong-key" not in text
         good.close()
         wrong.close()
+
+
+def closed_port_url() -> str:
+    """Return a 127.0.0.1 URL on which nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def exception_chain(error: BaseException | None) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def test_unreachable_ledger_error_drops_key() -> None:
+    transport = HttpxTransport(closed_port_url(), api_key=SECRET, retry=FAST)
+    posting = usage_posting(Wallet("bln_x", "prepaid"))
+
+    with pytest.raises(errors.LedgerUnavailableError) as caught:
+        transport.send(posting)
+    transport.close()
+
+    chain = exception_chain(caught.value)
+    assert [type(error) for error in chain] == [errors.LedgerUnavailableError]
+    assert "ConnectError" in str(caught.value)
+    assert SECRET not in "".join(traceback.format_exception(caught.value))
+
+
+async def test_async_unreachable_ledger_error_drops_key() -> None:
+    transport = AsyncHttpxTransport(closed_port_url(), api_key=SECRET, retry=FAST)
+    posting = usage_posting(Wallet("bln_x", "prepaid"))
+
+    with pytest.raises(errors.LedgerUnavailableError) as caught:
+        await transport.asend(posting)
+    await transport.aclose()
+
+    chain = exception_chain(caught.value)
+    assert [type(error) for error in chain] == [errors.LedgerUnavailableError]
+    assert SECRET not in "".join(traceback.format_exception(caught.value))
 
 
 async def test_async_transport_retries_and_dedupes(

@@ -278,8 +278,12 @@ class BlnkClient(_ClientBase):
                 request.method, request.path, json=request.body
             )
         except httpx.HTTPError as exc:
-            raise _unavailable(request, exc, self._key) from exc
-        return _decode(request, response)
+            error = _unavailable(request, exc, self._key)
+        else:
+            return _decode(request, response)
+        # Raised outside the handler, so that the error does not chain the
+        # HTTP client's exception, whose request carries the API key.
+        raise error
 
     def create_ledger(self, name: str, meta_data: dict[str, Any] | None = None) -> Any:
         """Create a ledger and return it."""
@@ -390,8 +394,10 @@ class AsyncBlnkClient(_ClientBase):
                 request.method, request.path, json=request.body
             )
         except httpx.HTTPError as exc:
-            raise _unavailable(request, exc, self._key) from exc
-        return _decode(request, response)
+            error = _unavailable(request, exc, self._key)
+        else:
+            return _decode(request, response)
+        raise error  # outside the handler; see BlnkClient.call
 
     async def aclose(self) -> None:
         """Close the HTTP connections of the running event loop.
