@@ -260,6 +260,26 @@ def test_duplicate_reference_with_other_amount_conflicts(
         transport.send(posting)
 
 
+def test_duplicate_reference_at_other_precision_conflicts(
+    client: BlnkClient, transport: HttpxTransport
+) -> None:
+    wallet = open_wallet(client, funds=Decimal(10))
+    posting = usage_posting(Wallet(wallet, "prepaid"))
+    charge = posting.legs[0]
+    # Same integer, but at precision 100 it means dollars, not 10^-8 dollars.
+    client.record_transaction(
+        {
+            **charge.to_json(),
+            "precision": 100,
+            "allow_overdraft": True,
+            "skip_queue": True,
+        }
+    )
+
+    with pytest.raises(errors.PostingConflictError, match="another precision"):
+        transport.send(posting)
+
+
 def test_partly_recorded_posting_not_counted_delivered(
     client: BlnkClient, transport: HttpxTransport
 ) -> None:
