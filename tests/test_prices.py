@@ -255,13 +255,31 @@ def test_float_rate_error_names_model() -> None:
         pytest.param("2,50", id="comma"),
         pytest.param("", id="empty"),
         pytest.param(Decimal("-0.01"), id="negative-decimal"),
+        pytest.param("0_15", id="underscore"),
+        pytest.param("1e-9999999", id="tiny-exponent"),
+        pytest.param("1e12", id="huge"),
     ],
 )
 def test_invalid_rates_rejected(rate: str | Decimal) -> None:
     with pytest.raises(ConfigurationError) as excinfo:
         ModelPrice(input=rate, output="1")
 
-    assert repr(rate) in str(excinfo.value)
+    assert repr(rate) in str(excinfo.value) or "1E" in str(excinfo.value)
+    assert len(str(excinfo.value)) < 300
+
+
+def test_decimal_built_from_float_rejected() -> None:
+    with pytest.raises(ConfigurationError, match="from a float") as excinfo:
+        ModelPrice(input=Decimal(0.15), output="1")  # noqa: RUF032  (the mistake under test)
+
+    assert "'0.15'" in str(excinfo.value)
+
+
+def test_negative_zero_rate_is_zero() -> None:
+    price = ModelPrice(input="-0", output="1")
+
+    assert price.input == 0
+    assert price.to_dict()["input"] == "0"
 
 
 @pytest.mark.parametrize(
@@ -557,8 +575,10 @@ def test_with_markup_keeps_none_cached_rate() -> None:
 
 @pytest.mark.parametrize("factor", ["0", "-1.2", "NaN"])
 def test_with_markup_rejects_invalid_factor(factor: str) -> None:
-    with pytest.raises(ConfigurationError, match=repr(factor)):
+    with pytest.raises(ConfigurationError, match=repr(factor)) as excinfo:
         book_with(input="1").with_markup(factor)
+
+    assert "> 0" in str(excinfo.value)
 
 
 def test_with_adjustment_sees_fine_tuned_names() -> None:
@@ -657,11 +677,14 @@ def test_from_file_reads_numbers_exactly(tmp_path: Path) -> None:
         pytest.param(
             '{"models": {"m": {"input": ["1"], "output": "1"}}}', id="list-rate"
         ),
+        pytest.param('{"models": null}', id="null-models"),
+        pytest.param('{"models": ' + "[" * 100_000 + "]" * 100_000 + "}", id="nested"),
+        pytest.param('{"models": {"m": {"input": "\xff"}}}', id="not-utf-8"),
     ],
 )
 def test_from_file_rejects_bad_content(tmp_path: Path, text: str) -> None:
     path = tmp_path / "prices.json"
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text.encode("latin-1"))
 
     with pytest.raises(ConfigurationError, match=r"prices\.json"):
         PriceBook.from_file(path)

@@ -46,6 +46,17 @@ _FILE_FIELDS = frozenset(
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
+_DECIMAL_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
+"""A plain decimal number. Python's ``Decimal`` also reads ``1_5`` as 15."""
+
+_MAX_RATE_DIGITS = 40
+"""Significant digits a rate may have. A Decimal built from an inexact float
+has more: ``Decimal(0.15)`` has 55, and every price in cents below 100 that
+a float cannot hold exactly has at least 45."""
+
+_RATE_MAGNITUDES = (-18, 9)
+"""The powers of ten a nonzero rate must lie between, per 1M tokens."""
+
 # A dated snapshot ends in -YYYY-MM-DD (gpt-4o-2024-08-06) or in the older
 # -MMDD form (gpt-4-0613, gpt-3.5-turbo-1106).
 _SNAPSHOT_SUFFIX = re.compile(
@@ -66,6 +77,10 @@ def _parse_rate(value: object, name: str) -> Decimal:
         raise TypeError(
             f"{name} must be a string or a Decimal such as '2.50', not {value!r}"
         )
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+        raise ConfigurationError(
+            f"invalid {name} {value!r}; write a decimal number such as '2.50'"
+        )
 
     try:
         rate = Decimal(value)
@@ -77,7 +92,27 @@ def _parse_rate(value: object, name: str) -> Decimal:
         raise ConfigurationError(
             f"invalid {name} {value!r}; it must be a finite number >= 0"
         )
+    if rate == 0:
+        return rate.copy_abs()  # "-0" is zero, written without its sign
+    _check_rate_size(rate, name)
     return rate
+
+
+def _check_rate_size(rate: Decimal, name: str) -> None:
+    # Counted without normalize(), which would round to the context's precision.
+    digits = len("".join(map(str, rate.as_tuple().digits)).strip("0"))
+    if digits > _MAX_RATE_DIGITS:
+        raise ConfigurationError(
+            f"invalid {name}: it has {digits} significant digits, more than "
+            f"{_MAX_RATE_DIGITS}; a Decimal built from a float carries its "
+            "binary error, so pass a string such as '0.15'"
+        )
+    low, high = _RATE_MAGNITUDES
+    if not low <= rate.adjusted() <= high:
+        raise ConfigurationError(
+            f"invalid {name} {rate:.3E}; a rate per 1M tokens must lie between "
+            f"1E{low} and 1E{high + 1}"
+        )
 
 
 @dataclass(frozen=True, init=False)
@@ -438,8 +473,11 @@ class PriceBook:
                 f"price data has unknown fields {sorted(unknown)!r}; expected "
                 f"some of {sorted(_FILE_FIELDS)!r}"
             )
-        if "models" not in data:
-            raise ConfigurationError("price data has no 'models' table")
+        if data.get("models") is None:
+            raise ConfigurationError(
+                "price data has no 'models' table; add one such as "
+                '{"gpt-4o-mini": {"input": "0.15", "output": "0.60"}}'
+            )
         unit = data.get("unit", PRICE_UNIT)
         if unit != PRICE_UNIT:
             raise ConfigurationError(
@@ -472,11 +510,20 @@ class PriceBook:
             raise ConfigurationError(
                 f"cannot read price file {str(path)!r}: {exc.strerror}"
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"price file {str(path)!r} is not UTF-8 text (byte {exc.start}); "
+                "save it as UTF-8 JSON"
+            ) from None
 
         try:
             return cls.from_dict(_parse_price_json(text))
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"price file {str(path)!r}: {exc}") from exc
+        except RecursionError:
+            raise ConfigurationError(
+                f"price file {str(path)!r} is nested too deeply to be a price file"
+            ) from None
 
     @classmethod
     def from_genai_prices(
@@ -563,11 +610,16 @@ class PriceBook:
             TypeError: the factor is a float or not a number.
             ConfigurationError: the factor is not a finite number > 0.
         """
+        if isinstance(factor, (str, int, Decimal)) and not isinstance(factor, bool):
+            with localcontext() as context:
+                context.traps[InvalidOperation] = False
+                is_positive = Decimal(factor) > 0
+            if not is_positive:
+                raise ConfigurationError(
+                    f"invalid markup factor {factor!r}; it must be a number > 0, "
+                    "e.g. '1.2'"
+                )
         multiplier = _parse_rate(factor, "markup factor")
-        if multiplier == 0:
-            raise ConfigurationError(
-                f"invalid markup factor {factor!r}; it must be > 0, e.g. '1.2'"
-            )
         return self.with_adjustment(lambda _, price: price._scaled(multiplier))
 
     def with_adjustment(
