@@ -247,6 +247,20 @@ def test_tool_usage_kept_in_meta_data() -> None:
     )
 
 
+def test_tool_usage_floats_sent_as_text() -> None:
+    tools = {"web_search": {"num_requests": 1, "cost": 0.025, "steps": [0.1, 2]}}
+    posting = build_posting(
+        make_event(make_usage(tool_usage=tools), Wallet("bln_x")), MoneyMap()
+    )
+
+    assert posting is not None
+    body = json.dumps(posting.to_json())
+    expected = {"web_search": {"num_requests": 1, "cost": "0.025", "steps": ["0.1", 2]}}
+    assert all(leg.meta_data["tool_usage"] == expected for leg in posting.legs)
+    assert "0.025," not in body
+    assert '"cost": "0.025"' in body
+
+
 def test_empty_usage_builds_nothing() -> None:
     usage = make_usage(input_tokens=0, output_tokens=0)
 

@@ -397,7 +397,7 @@ def _meta_data(event: UsageEvent) -> dict[str, Any]:
         meta["streamed"] = True
     if usage.tool_usage:
         # Hosted-tool usage is not priced yet; it is kept for reconciliation.
-        meta["tool_usage"] = usage.tool_usage
+        meta["tool_usage"] = _floats_as_text(usage.tool_usage)
     charge = event.charge
     if charge is None:
         meta["unpriced"] = True
@@ -491,3 +491,18 @@ def _check_template(
                 f"invalid placeholder {{{field_name}}} in {name} {template!r}: "
                 f"use only {allowed}"
             )
+
+
+def _floats_as_text(value: Any) -> Any:
+    """Return ``value`` with each float written as its shortest decimal string.
+
+    Provider JSON such as a hosted tool's ``cost`` may hold floats, and no
+    float is sent to the ledger, not even in ``meta_data``.
+    """
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _floats_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_floats_as_text(item) for item in value]
+    return value
