@@ -279,7 +279,7 @@ def _verify(
 
 
 def _same_major_amount(stored: object, leg: Leg) -> bool:
-    """Whether a stored leg's major-unit ``amount`` matches ``leg``'s.
+    """Return whether a stored leg's major-unit ``amount`` matches ``leg``'s.
 
     Blnk's view by reference reports precision 0, so the major amount is
     the only sign of the precision the leg was posted at. Blnk computes it
