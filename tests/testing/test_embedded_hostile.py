@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -177,3 +178,27 @@ def test_filter_beyond_64_bits_compares(
 
     assert response.status_code == 200
     assert (wallet in [row["balance_id"] for row in response.json()]) is matches
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_server_rejects_large_body_and_serves_on(
+    ledger: EmbeddedLedger, chunked: bool
+) -> None:
+    wallet = new_wallet(ledger, funds=100)
+    body = json.dumps(
+        {**spend(wallet, 1, "large"), "meta_data": {"blob": "x" * (6 * 2**20)}}
+    ).encode()
+    content: Any = iter([body[: 2**20], body[2**20 :]]) if chunked else body
+
+    with ledger.serve() as server, httpx.Client(base_url=server.url) as http:
+        response = http.post(
+            "/transactions",
+            content=content,
+            headers={"Content-Type": "application/json"},
+        )
+        after = http.post("/transactions", json=spend(wallet, 1, "small"))
+
+    assert response.status_code == 400
+    assert response.json()["error_detail"]["code"] == "GEN_MALFORMED_REQUEST"
+    assert after.status_code == 201
+    assert ledger.get_balance(wallet)["balance"] == 99

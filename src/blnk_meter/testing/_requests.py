@@ -21,6 +21,7 @@ from ._records import Txn, format_major, major_amount
 from ._store import INT64_MAX, format_time, new_id, parse_rfc3339
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "BindError",
     "TxnRequest",
     "bind",

@@ -21,6 +21,7 @@ from typing import Any
 
 from ._apierror import ApiError, error_body
 from ._faults import ADMIN_PATH, JSON_HEADERS, Admin, Faults, RawResponse
+from ._requests import MAX_BODY_BYTES
 
 __all__ = ["LedgerServer"]
 
@@ -54,6 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def _read_body(self) -> bytes:
+        # Bytes past the limit are read, to keep the connection in step, but
+        # not kept: the ledger rejects any body longer than MAX_BODY_BYTES.
+        self._room = MAX_BODY_BYTES + 1
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             return self._read_chunks()
         length = self.headers.get("Content-Length")
@@ -71,7 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
             part = self.rfile.read(min(remaining, _READ_SIZE))
             if not part:
                 raise _FramingError(f"the body ended before its {length} bytes")
-            parts.append(part)
+            if self._room > 0:
+                parts.append(part[: self._room])
+                self._room -= len(parts[-1])
             remaining -= len(part)
         return b"".join(parts)
 
