@@ -479,3 +479,37 @@ def test_configure_reads_api_key_from_environment(
     assert meter.failures == []
     assert meter.stats.posted == 1
     meter.close()
+
+
+def test_generator_block_bills_only_its_calls(
+    server: LedgerServer, client: BlnkClient, fake: FakeOpenAI
+) -> None:
+    make_meter(
+        server,
+        {
+            "acme": Wallet(open_wallet(client, funds=Decimal(5)), "prepaid"),
+            "globex": Wallet(open_wallet(client, funds=Decimal(5)), "prepaid"),
+        },
+    )
+    sdk = fake.sync_client()
+
+    def ask(text: str) -> str:
+        response = sdk.responses.create(model="gpt-4o-mini", input=text)
+        return response.id
+
+    def answer_in_parts() -> Iterator[str]:
+        with metered(customer="globex"):
+            yield ask("first part")
+            yield ask("second part")
+
+    with metered(customer="acme"):
+        parts = answer_in_parts()
+        globex_ids = [next(parts)]
+        acme_ids = [ask("between parts")]
+        globex_ids += list(parts)
+        acme_ids.append(ask("after parts"))
+
+    for customer, expected in (("acme", acme_ids), ("globex", globex_ids)):
+        legs = ledger_legs(client, customer)
+        billed = sorted({leg["meta_data"]["response_id"] for leg in legs})
+        assert billed == sorted(expected)

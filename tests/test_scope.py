@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -376,3 +376,106 @@ def test_context_manager_left_in_other_context_is_harmless() -> None:
 
     assert current_scope() is None
     assert context.run(current_scope) is None
+
+
+# Blocks inside undecorated generators ----------------------------------------
+
+
+def test_generator_block_not_seen_by_consumer() -> None:
+    def leaky() -> Iterator[str | None]:
+        with metered(customer="inner"):
+            yield customer_now()
+            yield customer_now()
+
+    with metered(customer="outer"):
+        stream = leaky()
+        seen = [next(stream), customer_now(), next(stream), customer_now()]
+        seen.extend(stream)
+        seen.append(customer_now())
+
+    assert seen == ["inner", "outer", "inner", "outer", "outer"]
+    assert current_scope() is None
+
+
+def test_interleaved_generator_blocks_keep_own() -> None:
+    def leaky(customer: str) -> Iterator[str | None]:
+        with metered(customer=customer):
+            yield customer_now()
+            yield customer_now()
+
+    with metered(customer="outer"):
+        first, second = leaky("x1"), leaky("x2")
+        seen = [next(first), next(second), customer_now()]
+        seen += [next(first), next(second)]
+        seen += [*first, customer_now(), *second, customer_now()]
+
+    assert seen == ["x1", "x2", "outer", "x1", "x2", "outer", "outer"]
+    assert current_scope() is None
+
+
+async def test_async_generator_block_not_seen_by_consumer() -> None:
+    async def leaky() -> AsyncIterator[str | None]:
+        async with metered(customer="in"):
+            yield customer_now()
+            yield customer_now()
+
+    async with metered(customer="out"):
+        stream = leaky()
+        seen = [await stream.__anext__(), customer_now()]
+        seen += [await stream.__anext__(), customer_now()]
+        seen += [item async for item in stream]
+        seen.append(customer_now())
+
+    assert seen == ["in", "out", "in", "out", "out"]
+    assert current_scope() is None
+
+
+def test_consumer_block_ignores_suspended_metadata() -> None:
+    def leaky() -> Generator[None, None, None]:
+        with metered(customer="inner", metadata={"feature": "leaked"}):
+            yield
+
+    stream = leaky()
+    next(stream)
+    with metered(customer="acme"):
+        scope = current_scope()
+    stream.close()
+
+    assert scope is not None
+    assert scope.customer == "acme"
+    assert dict(scope.metadata) == {}
+    assert current_scope() is None
+
+
+def test_leaving_first_block_keeps_second() -> None:
+    first = metered(customer="a", metadata={"from_a": "1"})
+    second = metered(customer=None, metadata={"from_b": "2"})
+    first.__enter__()
+    second.__enter__()
+
+    first.__exit__(None, None, None)
+    scope = current_scope()
+    second.__exit__(None, None, None)
+
+    assert scope is not None
+    assert scope.customer is None
+    assert dict(scope.metadata) == {"from_b": "2"}
+    assert current_scope() is None
+
+
+def test_decorator_above_method_descriptors() -> None:
+    class Service:
+        @metered(customer=lambda customer_id: customer_id)
+        @staticmethod
+        def static(customer_id: str) -> str | None:
+            return customer_now()
+
+        @metered(customer=lambda cls, customer_id: customer_id)
+        @classmethod
+        def of_class(cls, customer_id: str) -> str | None:
+            return customer_now()
+
+    assert Service().static("s1") == "s1"
+    assert Service.static("s2") == "s2"
+    assert Service().of_class("c1") == "c1"
+    assert Service.of_class("c2") == "c2"

@@ -3,6 +3,13 @@
 A scope lives in a context variable, so it follows the code through nested
 calls, ``asyncio`` tasks (which copy the context when created) and
 ``contextvars.copy_context().run``. The innermost scope wins.
+
+A generator runs in the context of the code that advances it, so a
+``with metered(...)`` block around a ``yield`` stays in that context while
+the generator is suspended. Such a scope remembers the generator's frame,
+and is passed over while that frame is not running (a suspended frame has
+no ``f_back``). Leaving a block removes only its own scope, even when other
+generators' scopes were entered after it.
 """
 
 from __future__ import annotations
@@ -10,10 +17,11 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import sys
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._posting import check_scope_metadata_key
@@ -35,6 +43,8 @@ _CUSTOMER_PATTERN = re.compile(r"[A-Za-z0-9._@+\-]{1,128}")
 
 _current: ContextVar[Scope | None] = ContextVar("blnk_meter_scope", default=None)
 
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -55,11 +65,31 @@ class Scope:
     # object that entered it, so leaving it restores the right scope.
     _parent: Scope | None = field(default=None, repr=False, compare=False)
     _owner: object = field(default=None, repr=False, compare=False)
+    # The generator frame whose ``with`` block entered this scope, if any,
+    # and the scope as declared, before the enclosing one was merged in.
+    _frame: FrameType | None = field(default=None, repr=False, compare=False)
+    _declared: Scope | None = field(default=None, repr=False, compare=False)
+
+    def _is_suspended(self) -> bool:
+        """Return whether the generator that entered this scope is not running."""
+        return self._frame is not None and self._frame.f_back is None
 
 
 def current_scope() -> Scope | None:
-    """Return the innermost active scope, or ``None`` outside any scope."""
-    return _current.get()
+    """Return the innermost active scope, or ``None`` outside any scope.
+
+    Scopes entered by generators that are suspended now are passed over.
+    """
+    return _active(_current.get())
+
+
+def _active(scope: Scope | None) -> Scope | None:
+    # NOTE: a block that the consumer enters after a generator's block began
+    # sits above it in the chain, so it also wins during the generator's
+    # next step when that step runs inside the consumer's block.
+    while scope is not None and scope._is_suspended():
+        scope = scope._parent
+    return scope
 
 
 def validate_customer(customer: object) -> str:
@@ -88,17 +118,50 @@ def validate_customer(customer: object) -> str:
     return customer
 
 
-def _merge(outer: Scope | None, inner: Scope) -> Scope:
-    """Combine a new scope with the enclosing one: inner values win."""
-    if outer is None:
-        return inner
+def _stack(
+    declared: Scope, parent: Scope | None, owner: object, frame: FrameType | None
+) -> Scope:
+    """Put ``declared`` on top of ``parent``, merging in the active scope below.
+
+    Values of ``declared`` win; metadata keys are combined.
+    """
+    customer, meter, metadata = declared.customer, declared.meter, declared.metadata
+    outer = _active(parent)
+    if outer is not None:
+        if customer is None:
+            customer = outer.customer
+        if meter is None:
+            meter = outer.meter
+        metadata = {**outer.metadata, **metadata}
     return Scope(
-        customer=inner.customer if inner.customer is not None else outer.customer,
-        meter=inner.meter if inner.meter is not None else outer.meter,
-        metadata={**outer.metadata, **inner.metadata},
-        _parent=inner._parent,
-        _owner=inner._owner,
+        customer=customer,
+        meter=meter,
+        metadata=metadata,
+        _parent=parent,
+        _owner=owner,
+        _frame=frame,
+        _declared=declared,
     )
+
+
+def _without(top: Scope, owner: object) -> Scope | None:
+    """Return the chain ``top`` with the scope of ``owner`` taken out.
+
+    The scopes entered after it are stacked again on what lies below it.
+    Returns ``top`` unchanged when ``owner`` has no scope in the chain.
+    """
+    above: list[Scope] = []
+    scope: Scope | None = top
+    while scope is not None and scope._owner is not owner:
+        above.append(scope)
+        scope = scope._parent
+    if scope is None:
+        return top
+    rebuilt = scope._parent
+    for entered in reversed(above):
+        declared = entered._declared or entered
+        rebuilt = _stack(declared, rebuilt, entered._owner, entered._frame)
+    return rebuilt
 
 
 class metered:
@@ -146,30 +209,33 @@ class metered:
     def __repr__(self) -> str:
         return f"metered(customer={self._customer!r})"
 
-    def _scope_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Scope:
+    def _scope_for(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        frame: FrameType | None = None,
+    ) -> Scope:
         customer = self._customer
         if callable(customer):
             resolved = customer(*args, **kwargs)
             customer = None if resolved is None else validate_customer(resolved)
-        outer = _current.get()
-        scope = Scope(
-            customer=customer,
-            meter=self._meter,
-            metadata=self._metadata,
-            _parent=outer,
-            _owner=self,
-        )
-        return _merge(outer, scope)
+        declared = Scope(customer=customer, meter=self._meter, metadata=self._metadata)
+        return _stack(declared, _current.get(), self, frame)
 
     # Context manager -----------------------------------------------------
 
     def __enter__(self) -> Scope:
+        return self._enter(sys._getframe(1))
+
+    def _enter(self, frame: FrameType | None) -> Scope:
         if callable(self._customer):
             raise TypeError(
                 "metered(customer=<callable>) can only decorate a function; "
                 "as a context manager pass the customer id itself"
             )
-        scope = self._scope_for((), {})
+        if frame is not None and not frame.f_code.co_flags & _GENERATOR_FLAGS:
+            frame = None  # only a generator's block can outlive its frame's run
+        scope = self._scope_for((), {}, frame)
         _current.set(scope)
         return scope
 
@@ -179,17 +245,16 @@ class metered:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # Restore the scope that was active when this block was entered. The
-        # block's own scope is found by its owner rather than by a token,
-        # because a block inside a generator may be left in another context.
-        scope = _current.get()
-        while scope is not None and scope._owner is not self:
-            scope = scope._parent
-        if scope is not None:
-            _current.set(scope._parent)
+        # The block's own scope is found by its owner rather than by a token,
+        # because a block inside a generator may be left in another context,
+        # with other generators' scopes entered after it.
+        top = _current.get()
+        if top is not None:
+            _current.set(_without(top, self))
 
     async def __aenter__(self) -> Scope:
-        return self.__enter__()
+        # The frame of the ``async with`` statement, under this coroutine's.
+        return self._enter(sys._getframe(1))
 
     async def __aexit__(
         self,
@@ -202,6 +267,9 @@ class metered:
     # Decorator -----------------------------------------------------------
 
     def __call__(self, func: F) -> F:
+        if isinstance(func, (staticmethod, classmethod)):
+            # Decorated above the descriptor: meter the function it wraps.
+            return cast(F, type(func)(self(func.__func__)))
         if inspect.isasyncgenfunction(func):
             return cast(F, self._wrap_async_generator(func))
         if inspect.isgeneratorfunction(func):
