@@ -267,7 +267,9 @@ class Meter:
             f"OpenAI call to {call.path} (model {call.requested_model!r}) has no "
             "customer, so it was not sent: run it inside @metered(customer=...) or "
             "'with metered(customer=...)', or create the Meter with "
-            "outside_scope='default' and a default_customer"
+            "outside_scope='default' and a default_customer. A thread does not "
+            "inherit the scope of the code that started it: start its work with "
+            "asyncio.to_thread or contextvars.copy_context().run"
         )
 
     def _check_transport(self, call: ProviderCall) -> None:
