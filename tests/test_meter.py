@@ -368,6 +368,10 @@ async def test_meter_afinish_posts() -> None:
             id="default-without-customer",
         ),
         pytest.param(
+            {"transport": MemoryTransport(), "default_customer": "house"},
+            id="customer-without-default",
+        ),
+        pytest.param(
             {"transport": MemoryTransport(), "outside_scope": "sometimes"},
             id="bad-policy",
         ),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
@@ -479,3 +480,64 @@ def test_decorator_above_method_descriptors() -> None:
     assert Service.static("s2") == "s2"
     assert Service().of_class("c1") == "c1"
     assert Service.of_class("c2") == "c2"
+
+
+def test_customer_callable_error_names_callable() -> None:
+    def customer_of(user: dict[str, str]) -> str:
+        return user["id"]
+
+    @metered(customer=customer_of)
+    def work(user: dict[str, str]) -> None:
+        pass
+
+    with pytest.raises(errors.InvalidCustomerError) as excinfo:
+        work({})
+
+    assert isinstance(excinfo.value.__cause__, KeyError)
+    assert "customer_of" in str(excinfo.value)
+    assert "KeyError" in str(excinfo.value)
+
+
+def test_bare_decorator_error_says_fix() -> None:
+    def work(question: str) -> None:
+        pass
+
+    bare = metered(work)
+
+    with pytest.raises(TypeError, match=r"@metered\(customer=\.\.\.\)"):
+        bare("question")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({"meter": "not a meter"}, id="meter"),
+        pytest.param({"metadata": "feature=search"}, id="metadata"),
+        pytest.param({"metadata": [("feature", "search")]}, id="metadata-pairs"),
+    ],
+)
+def test_bad_scope_settings_rejected(settings: dict[str, Any]) -> None:
+    with pytest.raises(errors.ConfigurationError) as excinfo:
+        metered(customer="acme", **settings)
+
+    assert repr(next(iter(settings.values()))) in str(excinfo.value)
+
+
+async def test_plainly_wrapped_coroutine_keeps_scope() -> None:
+    def passthrough(func: Any) -> Any:
+        @functools.wraps(func)
+        def call(*args: Any) -> Any:
+            return func(*args)
+
+        return call
+
+    @metered(customer="acme")
+    @passthrough
+    async def work() -> str | None:
+        await asyncio.sleep(0)
+        return customer_now()
+
+    pending = work()
+
+    assert customer_now() is None
+    assert await pending == "acme"

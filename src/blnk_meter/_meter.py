@@ -144,6 +144,12 @@ class Meter:
             if default_customer is not None
             else None
         )
+        if outside_scope != "default" and self._default_customer is not None:
+            raise ConfigurationError(
+                f"default_customer={self._default_customer!r} is used only with "
+                f"outside_scope='default', not {outside_scope!r}; pass both or "
+                "neither"
+            )
         if outside_scope == "default" and self._default_customer is None:
             raise ConfigurationError(
                 "outside_scope='default' needs default_customer=<customer id>"

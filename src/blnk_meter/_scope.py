@@ -18,7 +18,7 @@ import functools
 import inspect
 import re
 import sys
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
@@ -202,6 +202,18 @@ class metered:
     ) -> None:
         if customer is not None and not callable(customer):
             customer = validate_customer(customer)
+        if meter is not None:
+            from ._meter import Meter
+
+            if not isinstance(meter, Meter):
+                raise ConfigurationError(
+                    f"meter={meter!r} is a {type(meter).__name__}; pass a Meter"
+                )
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ConfigurationError(
+                f"metadata={metadata!r} is a {type(metadata).__name__}; pass a "
+                'dict of strings such as {"feature": "search"}'
+            )
         self._customer = customer
         self._meter = meter
         self._metadata = _check_metadata(metadata or {})
@@ -217,10 +229,31 @@ class metered:
     ) -> Scope:
         customer = self._customer
         if callable(customer):
-            resolved = customer(*args, **kwargs)
+            resolved = self._call_customer(customer, args, kwargs)
             customer = None if resolved is None else validate_customer(resolved)
         declared = Scope(customer=customer, meter=self._meter, metadata=self._metadata)
         return _stack(declared, _current.get(), self, frame)
+
+    def _call_customer(
+        self,
+        customer: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Call the customer callable with the arguments exactly as passed.
+
+        Raises:
+            InvalidCustomerError: the callable raised; the cause is chained.
+        """
+        try:
+            return customer(*args, **kwargs)
+        except Exception as exc:
+            name = getattr(customer, "__qualname__", repr(customer))
+            raise InvalidCustomerError(
+                f"the customer callable {name} of @metered raised "
+                f"{type(exc).__name__}: {exc}; fix it to return a customer id, "
+                "or None to use the enclosing scope's customer"
+            ) from exc
 
     # Context manager -----------------------------------------------------
 
@@ -277,17 +310,23 @@ class metered:
         if inspect.iscoroutinefunction(func):
             return cast(F, self._wrap_coroutine(func))
         if not callable(func):
-            raise TypeError(f"metered() decorates callables, not {func!r}")
+            raise TypeError(
+                f"metered() decorates callables, not {func!r}. If this is a call "
+                "of a function decorated with a bare @metered, write "
+                "@metered(customer=...) instead"
+            )
         return cast(F, self._wrap_function(func))
 
     def _wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = _current.set(self._scope_for(args, kwargs))
+            scope = self._scope_for(args, kwargs)
+            token = _current.set(scope)
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
             finally:
                 _current.reset(token)
+            return _scoped_result(result, scope)
 
         return wrapper
 
@@ -334,6 +373,29 @@ def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
         check_scope_metadata_key(key)
         checked[key] = value
     return checked
+
+
+def _scoped_result(result: Any, scope: Scope) -> Any:
+    """Keep ``scope`` for a coroutine or generator a plain function returned.
+
+    A function wrapped by another decorator may look synchronous and still
+    return one; its body runs only when it is awaited or iterated.
+    """
+    if inspect.iscoroutine(result):
+        return _scoped_coroutine(result, scope)
+    if inspect.isgenerator(result):
+        return _scoped_generator(result, scope)
+    if inspect.isasyncgen(result):
+        return _scoped_async_generator(result, scope)
+    return result
+
+
+async def _scoped_coroutine(coroutine: Coroutine[Any, Any, Any], scope: Scope) -> Any:
+    token = _current.set(scope)
+    try:
+        return await coroutine
+    finally:
+        _current.reset(token)
 
 
 def _scoped_generator(
