@@ -141,6 +141,7 @@ def test_ledger_serve_reports_busy_port() -> None:
 
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr
+    assert "--port 0" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -151,7 +152,24 @@ def test_ledger_serve_reports_bad_database(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "unable to open database file" in result.stderr
+    assert "writable file path" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ledger_serve_names_directory_database(tmp_path: Path) -> None:
+    result = run_cli("ledger", "serve", "--port", "0", "--db", str(tmp_path))
+
+    assert result.returncode == 1
+    assert "is a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_log_level_ignores_case() -> None:
+    result = run_cli("--log-level", "debug", "ledger", "serve", "--port", "99999")
+
+    assert result.returncode == 2
+    assert "invalid port" in result.stderr
+    assert "invalid choice" not in result.stderr
 
 
 def test_ledger_serve_rejects_foreign_database(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Blnk-compatible ledger as an HTTP server for examples and integration tests.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sqlite3
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=None,
+        type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help=(
             "the level of blnk_meter log lines written to stderr "
@@ -118,11 +120,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, sqlite3.Error) as exc:
         print(
             f"blnk-meter: cannot serve the ledger on {args.host}:{args.port} with "
-            f"database {args.db or 'in memory'}: {exc}",
+            f"database {args.db or 'in memory'}: {exc}{_hint(exc, args.db)}",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _hint(error: Exception, database: str | None) -> str:
+    """Return what to try next for a ledger that failed to start, if known."""
+    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+        return ". Pick another --port, or --port 0 to let the system choose"
+    if database is not None and os.path.isdir(database):
+        return f". {database!r} is a directory; pass a file path such as ledger.db"
+    if isinstance(error, sqlite3.Error):
+        return ". Check that --db names a writable file path"
+    return ""
 
 
 if __name__ == "__main__":
