@@ -506,6 +506,7 @@ def test_failure_messages_name_response_and_customer() -> None:
         pytest.param("not a url", id="no-scheme"),
         pytest.param("ftp://ledger:5001", id="ftp"),
         pytest.param("http://", id="no-host"),
+        pytest.param(" http://127.0.0.1:5001", id="leading-space"),
     ],
 )
 def test_ledger_url_checked(url: str) -> None:

@@ -617,6 +617,7 @@ def _check_ledger_url(url: str) -> None:
         parsed = urlsplit(url)
         valid = parsed.scheme in ("http", "https") and bool(parsed.hostname)
         valid = valid and (parsed.port is None or parsed.port > 0)
+        valid = valid and url == url.strip()  # a pasted address may carry spaces
     except (TypeError, ValueError, AttributeError):
         valid = False
     if not valid:
