@@ -9,13 +9,23 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypedDict
 
 from ._meter import Meter, _Call
 from ._recorder import CallOutcome
 from ._scope import current_scope
 from ._usage import ProviderCall
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._failures import MeterFailure
+    from ._meter import OutsideScopePolicy, UnknownModelPolicy, WalletSource
+    from ._posting import MoneyMap
+    from ._prices import PriceBook
+    from ._transports import AsyncTransport, Transport
 
 __all__ = [
     "configure",
@@ -26,6 +36,25 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class MeterSettings(TypedDict, total=False):
+    """The keyword arguments of :class:`Meter`, so type checkers catch typos."""
+
+    transport: Transport | AsyncTransport | None
+    ledger_url: str | None
+    api_key: str | None
+    async_transport: AsyncTransport | None
+    prices: PriceBook | None
+    money_map: MoneyMap | None
+    wallets: WalletSource | None
+    precisions: Mapping[str, int] | None
+    outside_scope: OutsideScopePolicy
+    default_customer: str | None
+    unknown_model: UnknownModelPolicy
+    max_tokens_per_call: int
+    on_error: Callable[[MeterFailure], None] | None
+
 
 _default_meter: Meter | None = None
 _warned_without_meter = threading.Event()
@@ -42,7 +71,9 @@ def set_default_meter(meter: Meter | None) -> None:
     _default_meter = meter
 
 
-def configure(meter: Meter | None = None, /, **settings: Any) -> Meter:
+def configure(
+    meter: Meter | None = None, /, **settings: Unpack[MeterSettings]
+) -> Meter:
     """Set the default meter and instrument the OpenAI SDK, in one call.
 
     Either pass a :class:`Meter`, or the keyword arguments of one. Without a
@@ -91,7 +122,9 @@ def instrument(
             carry no usage and are reported as unmetered.
         drain_on_close: when a caller stops reading a stream before the usage
             arrived, read the rest of it so the tokens the provider bills are
-            known. Without it, such calls are reported as unmetered.
+            known. The provider then generates, and bills, the whole answer,
+            and ``close()`` waits for it. Without it, closing stops sooner and
+            such calls are reported as unmetered.
     """
     from . import _instrument
 
