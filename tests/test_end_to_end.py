@@ -481,7 +481,7 @@ def test_configure_reads_api_key_from_environment(
     meter.close()
 
 
-def test_generator_block_bills_only_its_calls(
+def test_decorated_generator_bills_only_its_calls(
     server: LedgerServer, client: BlnkClient, fake: FakeOpenAI
 ) -> None:
     make_meter(
@@ -497,10 +497,10 @@ def test_generator_block_bills_only_its_calls(
         response = sdk.responses.create(model="gpt-4o-mini", input=text)
         return response.id
 
+    @metered(customer="globex")
     def answer_in_parts() -> Iterator[str]:
-        with metered(customer="globex"):
-            yield ask("first part")
-            yield ask("second part")
+        yield ask("first part")
+        yield ask("second part")
 
     with metered(customer="acme"):
         parts = answer_in_parts()

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import threading
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -382,69 +383,76 @@ def test_context_manager_left_in_other_context_is_harmless() -> None:
 # Blocks inside undecorated generators ----------------------------------------
 
 
-def test_generator_block_not_seen_by_consumer() -> None:
-    def leaky() -> Iterator[str | None]:
+def test_generator_block_covers_consumer_until_it_ends() -> None:
+    def blocked() -> Iterator[str | None]:
         with metered(customer="inner"):
             yield customer_now()
-            yield customer_now()
+        yield customer_now()
 
     with metered(customer="outer"):
-        stream = leaky()
+        stream = blocked()
         seen = [next(stream), customer_now(), next(stream), customer_now()]
-        seen.extend(stream)
-        seen.append(customer_now())
 
-    assert seen == ["inner", "outer", "inner", "outer", "outer"]
+    assert seen == ["inner", "inner", "outer", "outer"]
     assert current_scope() is None
 
 
-def test_interleaved_generator_blocks_keep_own() -> None:
-    def leaky(customer: str) -> Iterator[str | None]:
+def test_context_manager_generator_scopes_its_body() -> None:
+    @contextlib.contextmanager
+    def as_customer(customer: str) -> Iterator[None]:
+        with metered(customer=customer):
+            yield
+
+    with metered(customer="consumer"):
+        with as_customer("acme"):
+            inside = customer_now()
+        after = customer_now()
+
+    assert (inside, after) == ("acme", "consumer")
+    assert current_scope() is None
+
+
+async def test_async_generator_block_reaches_its_tasks() -> None:
+    async def report() -> str | None:
+        await asyncio.sleep(0)
+        return customer_now()
+
+    async def agen() -> AsyncIterator[list[str | None]]:
+        async with metered(customer="acme"):
+            yield list(await asyncio.gather(report(), asyncio.to_thread(customer_now)))
+
+    async with metered(customer="consumer"):
+        seen = [batch async for batch in agen()]
+
+    assert seen == [["acme", "acme"]]
+    assert current_scope() is None
+
+
+def test_leaving_generator_block_keeps_later_one() -> None:
+    def blocked(customer: str) -> Iterator[str | None]:
         with metered(customer=customer):
             yield customer_now()
             yield customer_now()
+        yield customer_now()
 
-    with metered(customer="outer"):
-        first, second = leaky("x1"), leaky("x2")
-        seen = [next(first), next(second), customer_now()]
-        seen += [next(first), next(second)]
-        seen += [*first, customer_now(), *second, customer_now()]
+    with metered(customer="consumer"):
+        first, second = blocked("x1"), blocked("x2")
+        seen = [next(first), next(second), next(first), next(first)]
+        seen += [next(second), next(second)]
 
-    assert seen == ["x1", "x2", "outer", "x1", "x2", "outer", "outer"]
+    # Undecorated blocks form one stack in the consumer's context, so the
+    # second block, entered last, wins until it ends. Leaving the first
+    # block must not end the second one.
+    assert seen == ["x1", "x2", "x2", "x2", "x2", "consumer"]
     assert current_scope() is None
 
 
-async def test_async_generator_block_not_seen_by_consumer() -> None:
-    async def leaky() -> AsyncIterator[str | None]:
-        async with metered(customer="in"):
-            yield customer_now()
-            yield customer_now()
+def test_exit_stack_leaves_its_block() -> None:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(metered(customer="acme"))
+        inside = customer_now()
 
-    async with metered(customer="out"):
-        stream = leaky()
-        seen = [await stream.__anext__(), customer_now()]
-        seen += [await stream.__anext__(), customer_now()]
-        seen += [item async for item in stream]
-        seen.append(customer_now())
-
-    assert seen == ["in", "out", "in", "out", "out"]
-    assert current_scope() is None
-
-
-def test_consumer_block_ignores_suspended_metadata() -> None:
-    def leaky() -> Generator[None, None, None]:
-        with metered(customer="inner", metadata={"feature": "leaked"}):
-            yield
-
-    stream = leaky()
-    next(stream)
-    with metered(customer="acme"):
-        scope = current_scope()
-    stream.close()
-
-    assert scope is not None
-    assert scope.customer == "acme"
-    assert dict(scope.metadata) == {}
+    assert inside == "acme"
     assert current_scope() is None
 
 

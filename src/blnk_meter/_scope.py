@@ -5,11 +5,11 @@ calls, ``asyncio`` tasks (which copy the context when created) and
 ``contextvars.copy_context().run``. The innermost scope wins.
 
 A generator runs in the context of the code that advances it, so a
-``with metered(...)`` block around a ``yield`` stays in that context while
-the generator is suspended. Such a scope remembers the generator's frame,
-and is passed over while that frame is not running (a suspended frame has
-no ``f_back``). Leaving a block removes only its own scope, even when other
-generators' scopes were entered after it.
+``with metered(...)`` block around a ``yield`` stays in force for that code
+until the block ends, as ``contextlib.contextmanager`` relies on. A scope
+entered by a ``with`` statement in a generator is identified by the
+generator's frame, so leaving a block removes only its own scope, even when
+blocks of other generators were entered after it.
 """
 
 from __future__ import annotations
@@ -65,31 +65,15 @@ class Scope:
     # object that entered it, so leaving it restores the right scope.
     _parent: Scope | None = field(default=None, repr=False, compare=False)
     _owner: object = field(default=None, repr=False, compare=False)
-    # The generator frame whose ``with`` block entered this scope, if any,
-    # and the scope as declared, before the enclosing one was merged in.
+    # The generator frame whose ``with`` statement entered this scope, if
+    # any, and the scope as declared, before the enclosing one was merged in.
     _frame: FrameType | None = field(default=None, repr=False, compare=False)
     _declared: Scope | None = field(default=None, repr=False, compare=False)
 
-    def _is_suspended(self) -> bool:
-        """Return whether the generator that entered this scope is not running."""
-        return self._frame is not None and self._frame.f_back is None
-
 
 def current_scope() -> Scope | None:
-    """Return the innermost active scope, or ``None`` outside any scope.
-
-    Scopes entered by generators that are suspended now are passed over.
-    """
-    return _active(_current.get())
-
-
-def _active(scope: Scope | None) -> Scope | None:
-    # NOTE: a block that the consumer enters after a generator's block began
-    # sits above it in the chain, so it also wins during the generator's
-    # next step when that step runs inside the consumer's block.
-    while scope is not None and scope._is_suspended():
-        scope = scope._parent
-    return scope
+    """Return the innermost active scope, or ``None`` outside any scope."""
+    return _current.get()
 
 
 def validate_customer(customer: object) -> str:
@@ -126,7 +110,7 @@ def _stack(
     Values of ``declared`` win; metadata keys are combined.
     """
     customer, meter, metadata = declared.customer, declared.meter, declared.metadata
-    outer = _active(parent)
+    outer = parent
     if outer is not None:
         if customer is None:
             customer = outer.customer
@@ -144,19 +128,25 @@ def _stack(
     )
 
 
-def _without(top: Scope, owner: object) -> Scope | None:
-    """Return the chain ``top`` with the scope of ``owner`` taken out.
+def _without(top: Scope, owner: object, frame: FrameType | None) -> Scope | None:
+    """Return the chain ``top`` without the scope ``owner`` entered from ``frame``.
 
+    Without such a scope (a block entered and left from different frames, as
+    ``contextlib.ExitStack`` does), the innermost scope of ``owner`` goes.
     The scopes entered after it are stacked again on what lies below it.
     Returns ``top`` unchanged when ``owner`` has no scope in the chain.
     """
-    above: list[Scope] = []
+    chain: list[Scope] = []
     scope: Scope | None = top
-    while scope is not None and scope._owner is not owner:
-        above.append(scope)
+    while scope is not None:
+        chain.append(scope)
         scope = scope._parent
-    if scope is None:
+    mine = [index for index, entered in enumerate(chain) if entered._owner is owner]
+    if not mine:
         return top
+    exact = [index for index in mine if chain[index]._frame is frame]
+    position = (exact or mine)[0]
+    above, scope = chain[:position], chain[position]
     rebuilt = scope._parent
     for entered in reversed(above):
         declared = entered._declared or entered
@@ -266,9 +256,7 @@ class metered:
                 "metered(customer=<callable>) can only decorate a function; "
                 "as a context manager pass the customer id itself"
             )
-        if frame is not None and not frame.f_code.co_flags & _GENERATOR_FLAGS:
-            frame = None  # only a generator's block can outlive its frame's run
-        scope = self._scope_for((), {}, frame)
+        scope = self._scope_for((), {}, _generator_frame(frame))
         _current.set(scope)
         return scope
 
@@ -278,12 +266,15 @@ class metered:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # The block's own scope is found by its owner rather than by a token,
-        # because a block inside a generator may be left in another context,
-        # with other generators' scopes entered after it.
+        self._exit(sys._getframe(1))
+
+    def _exit(self, frame: FrameType | None) -> None:
+        # The block's own scope is found by its owner and frame rather than
+        # by a token, because a block inside a generator may be left in
+        # another context, with other generators' scopes entered after it.
         top = _current.get()
         if top is not None:
-            _current.set(_without(top, self))
+            _current.set(_without(top, self, _generator_frame(frame)))
 
     async def __aenter__(self) -> Scope:
         # The frame of the ``async with`` statement, under this coroutine's.
@@ -295,7 +286,7 @@ class metered:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, traceback)
+        self._exit(sys._getframe(1))
 
     # Decorator -----------------------------------------------------------
 
@@ -356,6 +347,13 @@ class metered:
             return _scoped_async_generator(func(*args, **kwargs), scope)
 
         return wrapper
+
+
+def _generator_frame(frame: FrameType | None) -> FrameType | None:
+    """Return ``frame`` if it runs a generator, whose blocks may interleave."""
+    if frame is not None and frame.f_code.co_flags & _GENERATOR_FLAGS:
+        return frame
+    return None
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
