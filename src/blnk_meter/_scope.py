@@ -105,7 +105,7 @@ def validate_customer(customer: object) -> str:
 def _stack(
     declared: Scope, parent: Scope | None, owner: object, frame: FrameType | None
 ) -> Scope:
-    """Put ``declared`` on top of ``parent``, merging in the active scope below.
+    """Put ``declared`` on top of ``parent``, merging in the values of ``parent``.
 
     Values of ``declared`` win; metadata keys are combined.
     """
