@@ -221,18 +221,22 @@ EXIT_SCRIPT = textwrap.dedent(
 )
 
 
-def test_exit_reports_unsettled_calls(tmp_path: Path) -> None:
+def run_script(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter, with no OpenAI settings."""
     env = {key: value for key, value in os.environ.items() if "OPENAI" not in key}
-
-    completed = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT],
+    return subprocess.run(
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
         check=True,
     )
+
+
+def test_exit_reports_unsettled_calls(tmp_path: Path) -> None:
+    completed = run_script(EXIT_SCRIPT, tmp_path)
 
     lines = completed.stdout.splitlines()
     after_main = lines[lines.index("MAIN DONE") + 1 :]
@@ -274,17 +278,7 @@ FORK_SCRIPT = EXIT_SCRIPT.replace(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_settles_only_its_calls(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if "OPENAI" not in key}
-
-    completed = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=tmp_path,
-        check=True,
-    )
+    completed = run_script(FORK_SCRIPT, tmp_path)
 
     lines = completed.stdout.splitlines()
     child_lines = lines[: lines.index("CHILD EXITED")]
