@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, TypedDict, overload
 
 from ._meter import Meter, _Call
 from ._recorder import CallOutcome
@@ -69,6 +69,14 @@ def set_default_meter(meter: Meter | None) -> None:
     """Replace the default meter; ``None`` removes it."""
     global _default_meter
     _default_meter = meter
+
+
+@overload
+def configure(meter: Meter, /) -> Meter: ...
+
+
+@overload
+def configure(**settings: Unpack[MeterSettings]) -> Meter: ...
 
 
 def configure(

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from ._blnk import redact_url
@@ -45,7 +45,10 @@ logger = logging.getLogger(__name__)
 
 OutsideScopePolicy = Literal["raise", "default", "ignore"]
 UnknownModelPolicy = Literal["raise", "zero"]
-WalletSource = Mapping[str, Wallet] | Callable[[str], Wallet | None]
+# Mapping keys are Any, because a dict that mixes str and int keys is inferred
+# as dict[object, Wallet]. The keys are checked as customer ids at runtime.
+WalletSource = Mapping[Any, Wallet] | Callable[[str], Wallet | None]
+"""Customer ids (strings or integers) to wallets, or a function of the id."""
 
 
 @dataclass(frozen=True)
