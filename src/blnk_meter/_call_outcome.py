@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _raw_response as raw
 from ._attempts import Attempts, lost_response
-from ._extract import NOT_BILLED, name_response, outcome_from_body
+from ._extract import NOT_BILLED, header_request_id, name_response, outcome_from_body
 from ._metered_call import MeteredCall, RawCapture
 from ._metered_stream import attach_stream
 from ._recorder import CallOutcome
@@ -84,7 +84,7 @@ def outcome_of_failure(
             return outcome_from_bytes(
                 response.content,
                 metered.call,
-                request_id=_header_request_id(response),
+                request_id=header_request_id(response),
                 is_event_stream=False,
                 expects_usage=False,
             )
@@ -112,7 +112,7 @@ def _unreadable(
 
 
 def _unobservable(metered: MeteredCall, stream: Any) -> UnmeteredCall:
-    request_id = _header_request_id(getattr(stream, "response", None))
+    request_id = header_request_id(getattr(stream, "response", None))
     name = name_response(None, request_id)
     return UnmeteredCall(
         call=metered.call,
@@ -127,14 +127,7 @@ def _unobservable(metered: MeteredCall, stream: Any) -> UnmeteredCall:
 
 
 def _request_id(capture: RawCapture, result: Any) -> str | None:
-    request_id = _header_request_id(capture)
+    request_id = header_request_id(capture)
     if request_id is None:
         request_id = getattr(result, "_request_id", None)
-    return request_id if isinstance(request_id, str) and request_id else None
-
-
-def _header_request_id(response: Any) -> str | None:
-    """Return the ``x-request-id`` header of a response or capture, if any."""
-    headers = getattr(response, "headers", None)
-    request_id = headers.get("x-request-id") if headers is not None else None
     return request_id if isinstance(request_id, str) and request_id else None

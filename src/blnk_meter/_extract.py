@@ -27,6 +27,7 @@ from .errors import InvalidUsageError, MissingUsageError
 __all__ = [
     "NOT_BILLED",
     "as_document",
+    "header_request_id",
     "missing_usage",
     "name_response",
     "outcome_from_body",
@@ -36,6 +37,13 @@ logger = logging.getLogger(__name__)
 
 NOT_BILLED = "The call is not billed, so check it against the provider's usage records."
 """The last sentence of every message about a call whose usage is unknown."""
+
+
+def header_request_id(response: Any) -> str | None:
+    """Return the ``x-request-id`` header of a response or capture, if any."""
+    headers = getattr(response, "headers", None)
+    request_id = headers.get("x-request-id") if headers is not None else None
+    return request_id if isinstance(request_id, str) and request_id else None
 
 
 def name_response(response_id: str | None, request_id: str | None) -> str:

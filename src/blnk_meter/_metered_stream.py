@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from . import _worker
+from ._extract import header_request_id
 from ._metered_call import MeteredCall, RawCapture, capturing
 from ._recorder import CallOutcome
 from ._stream_usage import Interruption, SseParser, StreamUsage
@@ -70,12 +71,6 @@ def _observe(usage: StreamUsage, item: object, capture: RawCapture) -> bool:
             "failed to read usage from a stream event of %s", usage.call.path
         )
         return False
-
-
-def _request_id(response: Any) -> str | None:
-    headers = getattr(response, "headers", None)
-    request_id = headers.get("x-request-id") if headers is not None else None
-    return request_id if isinstance(request_id, str) else None
 
 
 def _is_closed_generator(events: object) -> bool:
@@ -287,7 +282,7 @@ class MeteredStreamIterator:
         """Start metering for ``call``; ``response`` is the stream's HTTP response."""
         usage = StreamUsage(
             call.call,
-            request_id=_request_id(response),
+            request_id=header_request_id(response),
             expects_usage=call.expects_stream_usage,
             hides_usage_chunk=call.hides_usage_chunk,
         )
@@ -351,7 +346,7 @@ class AsyncMeteredStreamIterator:
         """Start metering for ``call``; ``response`` is the stream's HTTP response."""
         self._usage = StreamUsage(
             call.call,
-            request_id=_request_id(response),
+            request_id=header_request_id(response),
             expects_usage=call.expects_stream_usage,
             hides_usage_chunk=call.hides_usage_chunk,
         )

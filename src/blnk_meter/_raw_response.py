@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _worker
-from ._extract import NOT_BILLED, name_response
+from ._extract import NOT_BILLED, header_request_id, name_response
 from ._metered_call import MeteredCall
 from ._metered_stream import attach_stream
 from ._recorder import CallOutcome
@@ -132,7 +132,7 @@ class RawBody:
         self.is_event_stream = is_event_stream
         self.is_handed_off = False
         self._http_response = http_response
-        self._request_id: str | None = http_response.headers.get("x-request-id")
+        self._request_id = header_request_id(http_response)
         self._text: list[str] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
