@@ -110,13 +110,12 @@ def _stack(
     Values of ``declared`` win; metadata keys are combined.
     """
     customer, meter, metadata = declared.customer, declared.meter, declared.metadata
-    outer = parent
-    if outer is not None:
+    if parent is not None:
         if customer is None:
-            customer = outer.customer
+            customer = parent.customer
         if meter is None:
-            meter = outer.meter
-        metadata = {**outer.metadata, **metadata}
+            meter = parent.meter
+        metadata = {**parent.metadata, **metadata}
     return Scope(
         customer=customer,
         meter=meter,
