@@ -67,7 +67,7 @@ _SNAPSHOT_SUFFIX = re.compile(
 )
 
 
-def _parse_rate(value: object, name: str) -> Decimal:
+def _parse_rate(value: object, name: str, *, positive: bool = False) -> Decimal:
     if isinstance(value, float):
         raise TypeError(
             f"{name} {value!r} is a float, which cannot hold a price exactly; "
@@ -77,21 +77,20 @@ def _parse_rate(value: object, name: str) -> Decimal:
         raise TypeError(
             f"{name} must be a string or a Decimal such as '2.50', not {value!r}"
         )
+    bound = "> 0" if positive else ">= 0"
+    invalid = (
+        f"invalid {name} {value!r}; write a finite decimal number {bound}, "
+        "such as '1.25'"
+    )
     if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
-        raise ConfigurationError(
-            f"invalid {name} {value!r}; write a decimal number such as '2.50'"
-        )
+        raise ConfigurationError(invalid)
 
     try:
         rate = Decimal(value)
     except InvalidOperation:
-        raise ConfigurationError(
-            f"invalid {name} {value!r}; write a decimal number such as '2.50'"
-        ) from None
-    if not rate.is_finite() or rate < 0:
-        raise ConfigurationError(
-            f"invalid {name} {value!r}; it must be a finite number >= 0"
-        )
+        raise ConfigurationError(invalid) from None
+    if not rate.is_finite() or rate < 0 or (positive and rate == 0):
+        raise ConfigurationError(invalid)
     if rate == 0:
         return rate.copy_abs()  # "-0" is zero, written without its sign
     _check_rate_size(rate, name)
@@ -610,16 +609,7 @@ class PriceBook:
             TypeError: the factor is a float or not a number.
             ConfigurationError: the factor is not a finite number > 0.
         """
-        if isinstance(factor, (str, int, Decimal)) and not isinstance(factor, bool):
-            with localcontext() as context:
-                context.traps[InvalidOperation] = False
-                is_positive = Decimal(factor) > 0
-            if not is_positive:
-                raise ConfigurationError(
-                    f"invalid markup factor {factor!r}; it must be a number > 0, "
-                    "e.g. '1.2'"
-                )
-        multiplier = _parse_rate(factor, "markup factor")
+        multiplier = _parse_rate(factor, "markup factor", positive=True)
         return self.with_adjustment(lambda _, price: price._scaled(multiplier))
 
     def with_adjustment(
