@@ -2,11 +2,12 @@
 
 The SDK's ``request`` sends a request once, and again for each retry. The
 instrumentation wraps ``_send_request``, which sends one attempt and returns
-its response, so it can tell an attempt that received a response from one
-whose response never arrived: a read timeout, a connection that failed while waiting, a
-cancelled task or an interrupt. The provider may have processed and billed
-such a request. Failures before the request went out (connect errors and
-timeouts, a full connection pool, write errors) are not lost responses.
+its response. So it can tell an attempt that received a response from one
+whose response never arrived, because of a read timeout, a connection that
+failed while waiting, a cancelled task or an interrupt. The provider may
+have processed and billed such a request. Failures before the request went
+out (connect errors and timeouts, a full connection pool, write errors) are
+not lost responses.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def instrument(
             carry no usage and are reported as unmetered.
         drain_on_close: when a caller stops reading a stream before the usage
             arrived, read the rest of it so the tokens the provider bills are
-            known. The provider then generates, and bills, the whole answer,
+            known. The provider then generates, and bills, the whole response,
             and ``close()`` waits for it. Without it, closing stops sooner and
             such calls are reported as unmetered.
     """

@@ -371,10 +371,10 @@ def capturing(*, strips_null_usage: bool = False) -> Iterator[RawCapture]:
 
     Args:
         strips_null_usage: remove ``"usage": null`` from the decoded
-            documents. A chunk stream asked for usage carries that key on
-            every chunk, so when the instrumentation, not the caller, asked
-            for it, the caller's chunks would gain a key in ``to_dict()``,
-            ``to_json()`` and ``model_dump(exclude_unset=True)``.
+            documents. A chunk stream that requested usage carries that key
+            on every chunk. When the instrumentation, not the caller, made
+            that request, the caller's chunks would otherwise gain a key in
+            ``to_dict()``, ``to_json()`` and ``model_dump(exclude_unset=True)``.
     """
     capture = RawCapture(strips_null_usage=strips_null_usage)
     reset_token = _active_capture.set(capture)

@@ -51,8 +51,8 @@ _DECIMAL_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*
 
 _MAX_RATE_DIGITS = 40
 """Significant digits a rate may have. A Decimal built from an inexact float
-has more: ``Decimal(0.15)`` has 55, and every price in cents below 100 that
-a float cannot hold exactly has at least 45."""
+has more: ``Decimal(0.15)`` has 55, and every two-decimal price below 100
+that a float cannot hold exactly has at least 45."""
 
 _RATE_MAGNITUDES = (-18, 9)
 """The powers of ten a nonzero rate must lie between, per 1M tokens."""

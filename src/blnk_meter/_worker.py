@@ -35,11 +35,11 @@ class _Worker:
         self._is_finalizing = sys.is_finalizing
 
     def submit(self, job: Job) -> bool:
-        """Queue ``job``; safe in a finalizer, because it neither blocks nor locks.
+        """Queue ``job`` without blocking or locking, so a finalizer may call it.
 
         Returns:
-            ``False`` when the interpreter is shutting down, so the job was
-            dropped: the worker no longer runs then.
+            ``False`` when the interpreter is shutting down, because the
+            worker no longer runs then, so the job was dropped.
         """
         if self._is_finalizing():
             return False
