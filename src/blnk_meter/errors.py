@@ -19,7 +19,7 @@ catches them all. The tree::
         ├── LedgerRejectedError     a 4xx answer that sending again repeats
         │   ├── InsufficientFundsError   a wallet without overdraft cannot pay
         │   ├── DuplicateReferenceError  the reference was already used (409)
-        │   └── LedgerAuthError          the API key is missing or invalid
+        │   └── LedgerAuthError          a missing or invalid key, or a missing scope
         └── PostingConflictError    a reference holds legs that do not match
                                     the event, or that the ledger refunded
 
@@ -28,7 +28,8 @@ SDK, except those that stop a call before it is sent, because the call could
 not be billed: :class:`CustomerError` and its subclasses,
 :class:`UnknownModelError` under the default policy, and
 :class:`ConfigurationError` for a meter that cannot deliver (closed, or
-without a transport for the client). The others are logged and handed to the
+without a transport for the client) or a ``wallets`` function that returns
+something other than a Wallet. The others are logged and handed to the
 meter's error hook together with the usage they concern.
 """
 

@@ -33,6 +33,8 @@ def serve_forever(
     Raises:
         OSError: the port cannot be bound.
         ValueError: not called from the main thread.
+        sqlite3.DatabaseError: ``db_path`` is not an embedded ledger's
+            database, or SQLite failed to open it.
     """
     stop = threading.Event()
 
