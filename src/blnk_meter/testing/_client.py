@@ -160,16 +160,14 @@ class ConvenienceMixin:
             LedgerRejectedError: a filter is invalid.
         """
         params = {key: _query_value(value) for key, value in filters.items()}
-        if "limit" in params or "offset" in params:
-            page: list[dict[str, Any]] = self._call(
-                "GET", f"/transactions?{urlencode(params)}"
-            )
-            return page
-        # GET /transactions has no maximum limit, and the ledger runs each
-        # request in one SQLite read transaction, so one page returns all rows
-        # from one snapshot.
-        query = urlencode({**params, "limit": INT64_MAX})
-        rows: list[dict[str, Any]] = self._call("GET", f"/transactions?{query}")
+        if "limit" not in params and "offset" not in params:
+            # GET /transactions has no maximum limit, and the ledger runs each
+            # request in one SQLite read transaction, so one page returns all
+            # rows from one snapshot.
+            params["limit"] = str(INT64_MAX)
+        rows: list[dict[str, Any]] = self._call(
+            "GET", f"/transactions?{urlencode(params)}"
+        )
         return rows
 
 

@@ -21,7 +21,15 @@ from typing import Any
 from ..errors import ConfigurationError
 from ._apierror import ApiError, error_body
 
-__all__ = ["ADMIN_PATH", "JSON_HEADERS", "Admin", "FaultPlan", "Faults", "RawResponse"]
+__all__ = [
+    "ADMIN_PATH",
+    "JSON_HEADERS",
+    "Admin",
+    "FaultPlan",
+    "Faults",
+    "RawResponse",
+    "not_found",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +39,12 @@ ADMIN_PATH = "/_embedded/faults"
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 RawResponse = tuple[int, dict[str, str], bytes]
+
+
+def not_found() -> RawResponse:
+    """Return the plain-text 404 that Blnk's router sends for unknown paths."""
+    return 404, {"Content-Type": "text/plain"}, b"404 page not found"
+
 
 Admin = Callable[
     [str, Mapping[str, str], bytes], tuple[RawResponse, Callable[[], None] | None]
@@ -366,7 +380,7 @@ class Faults:
         if method == "GET":
             return _state_response(self.is_down, self.pending()), None
         if method != "POST":
-            return (404, {"Content-Type": "text/plain"}, b"404 page not found"), None
+            return not_found(), None
         try:
             request = _parse_admin(body)
         except ConfigurationError as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._apierror import ApiError
 from ._requests import BindError, bind
-from ._store import format_time, parse_rfc3339
+from ._store import INT64_MAX, format_time, parse_rfc3339
 
 __all__ = [
     "Filter",
@@ -441,6 +441,6 @@ def _sqlite_number(value: Any) -> Any:
     way with each of them.
     """
     is_integer = isinstance(value, int) and not isinstance(value, bool)
-    if is_integer and not -(2**63) <= value < 2**63:
+    if is_integer and not -INT64_MAX - 1 <= value <= INT64_MAX:
         return float("inf") if value > 0 else float("-inf")
     return value

@@ -17,7 +17,7 @@ from ..errors import ConfigurationError
 from ._apierror import ApiError, error_body
 from ._balance_routes import BALANCE_ROUTES
 from ._client import ConvenienceMixin
-from ._faults import JSON_HEADERS, Faults, RawResponse
+from ._faults import JSON_HEADERS, Faults, RawResponse, not_found
 from ._queue import has_due_work, run_next
 from ._routes import ROUTES, Request, Route, parse_target
 from ._server import LedgerServer
@@ -265,7 +265,7 @@ class EmbeddedLedger(ConvenienceMixin):
             if captured is not None:
                 break
         else:
-            return 404, {"Content-Type": "text/plain"}, b"404 page not found"
+            return not_found()
         self._drain(timed_only=True)
         opened = self._store.write() if route.writes else self._store.read()
         with opened as session:

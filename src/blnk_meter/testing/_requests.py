@@ -412,7 +412,6 @@ def build_txn(request: TxnRequest, now: str) -> Txn:
     amount_string = None
     if request.precise_amount is not None and request.precise_amount > 0:
         precise = request.precise_amount
-        _check_int64("precise_amount", precise)
         amount = major_amount(precise, precision)
         amount_string = format_major(amount)
     else:
