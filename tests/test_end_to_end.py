@@ -445,7 +445,7 @@ def test_async_meter_across_event_loops(
     meter.close()
 
 
-def test_scope_opened_in_generator_bills_every_step(
+def test_generator_scope_bills_every_step(
     server: LedgerServer, client: BlnkClient, fake: FakeOpenAI
 ) -> None:
     make_meter(server, {})

@@ -378,7 +378,7 @@ def test_missing_usage_error_names_response() -> None:
     assert str(error) == unmetered.message
 
 
-def test_non_object_body_error_names_request_id() -> None:
+def test_non_object_body_names_request() -> None:
     unmetered = expect_unmetered(
         outcome_from_body(["a"], make_call(), request_id="req_7")
     )
@@ -466,7 +466,7 @@ def test_azure_body_without_model_warns(
     assert "Pricing fails" in caplog.text
 
 
-def test_openai_body_without_model_does_not_name_azure(
+def test_modelless_body_names_no_azure(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_extract, "_warned", set())

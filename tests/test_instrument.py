@@ -906,7 +906,7 @@ def test_streaming_response_close_without_drain(
     assert "was closed before any usage arrived" in unmetered.message
 
 
-def test_streaming_response_keeps_no_text_once_billed(
+def test_billed_streaming_response_frees_text(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
     client = fake.sync_client()
@@ -932,7 +932,7 @@ def failing_raw_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_raw_response.RawBody, "outcome_of_fed", fail)
 
 
-def test_raw_metering_error_stays_out_of_iteration(
+def test_raw_metering_error_stays_hidden(
     fake: FakeOpenAI,
     recorder: RecordingRecorder,
     failing_raw_outcome: None,
@@ -950,7 +950,7 @@ def test_raw_metering_error_stays_out_of_iteration(
     assert "failed to meter a raw response of /chat/completions" in caplog.text
 
 
-async def test_async_raw_metering_error_stays_out_of_iteration(
+async def test_async_raw_metering_error_hidden(
     fake: FakeOpenAI,
     recorder: RecordingRecorder,
     failing_raw_outcome: None,
@@ -1041,7 +1041,7 @@ async def test_async_streaming_response_close_without_drain(
     assert recorder.only().unmetered.reason == "stream_interrupted"
 
 
-def test_async_raw_dropped_at_loop_end_is_reported(recorder: RecordingRecorder) -> None:
+def test_async_raw_dropped_at_loop_end(recorder: RecordingRecorder) -> None:
     fake = FakeOpenAI()
 
     async def drop_raw_response() -> None:
@@ -1063,7 +1063,7 @@ def test_async_raw_dropped_at_loop_end_is_reported(recorder: RecordingRecorder) 
     assert unmetered.response_id.startswith("req_")
 
 
-def test_async_raw_dropped_on_stopped_loop_is_reported(
+def test_async_raw_dropped_on_stopped_loop(
     recorder: RecordingRecorder,
 ) -> None:
     fake = FakeOpenAI()
@@ -1093,7 +1093,7 @@ def memory_meter() -> Iterator[Meter]:
     blnk_meter.set_default_meter(None)
 
 
-def test_raw_dropped_at_loop_end_reaches_failures(memory_meter: Meter) -> None:
+def test_raw_loop_end_reaches_failures(memory_meter: Meter) -> None:
     fake = FakeOpenAI()
 
     async def drop_raw_response() -> None:

@@ -166,7 +166,7 @@ def test_each_retried_lost_attempt_is_reported(
         assert "and the SDK sent the request again" in record.unmetered.message
 
 
-def test_retry_after_lost_attempt_then_http_error(
+def test_lost_attempt_then_http_error(
     recorder: RecordingRecorder, no_retry_delay: None
 ) -> None:
     fake = FakeOpenAI()

@@ -263,7 +263,7 @@ def test_injected_usage_adds_no_chunk_key(
     assert recorder.only().usage.input_tokens == 3
 
 
-async def test_async_injected_usage_adds_no_chunk_key(
+async def test_async_injected_usage_no_key(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
     stream = await fake.async_client().completions.create(
@@ -355,7 +355,7 @@ def test_chat_error_chunk_is_stream_error(
     assert unmetered.error is raised.value
 
 
-def test_streaming_response_error_chunk_is_stream_error(
+def test_streaming_response_error_chunk(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
     fake.enqueue(Scenario(stream_end="error"))
@@ -370,7 +370,7 @@ def test_streaming_response_error_chunk_is_stream_error(
     assert "ended with an error event (error)" in unmetered.message
 
 
-def test_dropped_stream_error_chunk_is_stream_error(
+def test_dropped_stream_error_chunk(
     fake: FakeOpenAI, recorder: RecordingRecorder
 ) -> None:
     fake.enqueue(Scenario(stream_end="error"))

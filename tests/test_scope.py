@@ -368,7 +368,7 @@ async def _collect(stream: AsyncIterator[str | None]) -> list[str | None]:
     return [item async for item in stream]
 
 
-def test_context_manager_left_in_other_context_is_harmless() -> None:
+def test_exit_in_other_context_harmless() -> None:
     block = metered(customer="acme")
     block.__enter__()
     context = contextvars.copy_context()
@@ -383,7 +383,7 @@ def test_context_manager_left_in_other_context_is_harmless() -> None:
 # Blocks inside undecorated generators ----------------------------------------
 
 
-def test_generator_block_covers_consumer_until_it_ends() -> None:
+def test_generator_block_covers_consumer() -> None:
     def blocked() -> Iterator[str | None]:
         with metered(customer="inner"):
             yield customer_now()

@@ -526,7 +526,7 @@ def test_leg_json_never_sends_float() -> None:
     assert "amount" not in body
 
 
-def test_password_in_url_kept_out_of_logs(
+def test_url_password_kept_from_logs(
     server: LedgerServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     host = server.url.removeprefix("http://")
@@ -544,7 +544,7 @@ def test_password_in_url_kept_out_of_logs(
     assert "admin" not in caplog.text
 
 
-def test_password_in_url_sent_as_basic_auth() -> None:
+def test_url_password_sent_as_basic_auth() -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -93,7 +93,7 @@ def test_table_with_other_columns_is_rejected(tmp_path: Path) -> None:
     assert "table 'queue' has no column 'payload'" in str(caught.value)
 
 
-def test_file_that_is_not_sqlite_is_rejected(tmp_path: Path) -> None:
+def test_non_sqlite_file_rejected(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_text("plain text, not a database\n" * 200)
 
